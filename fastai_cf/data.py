@@ -19,8 +19,8 @@ from fastai.data.external import fastai_path
 from fastai.collab import CollabDataLoaders
 
 # %% auto #0
-__all__ = ['MOVIELENS', 'check_file', 'movielens_path', 'load_movielens', 'check_ratings', 'read_ratings_csv', 'cf_splits',
-           'CFDataLoader', 'CFDataLoaders']
+__all__ = ['MOVIELENS', 'check_file', 'movielens_path', 'load_movielens', 'synth_ratings', 'check_ratings', 'read_ratings_csv',
+           'cf_splits', 'CFDataLoader', 'CFDataLoaders']
 
 # %% ../nbs/00_data.ipynb #90e97f20
 _GL = 'https://files.grouplens.org/datasets/movielens/'
@@ -143,6 +143,33 @@ def load_movielens(name:str='ml-latest-small', # A MovieLens set, see `MOVIELENS
     d = movielens_path(name, path=path, **kwargs)
     return _read_movielens(d, MOVIELENS[name]['fmt'], titles)
 
+# %% ../nbs/00_data.ipynb #e476f013
+def synth_ratings(n_users:int=1000, # Number of users
+                  n_items:int=500, # Number of items
+                  n_ratings:int=20_000, # Number of ratings (repeated pairs are possible, as in real exports)
+                  rank:int=4, # Rank of the planted structure
+                  noise:float=0.5, # Standard deviation of the rating noise
+                  alpha:float=0.8, # Zipf exponent of item popularity (0: uniform); users get half of it
+                  seed:int=0, # Random seed
+                 ) -> pd.DataFrame: # `userId, movieId, rating, timestamp`
+    "A ratings frame with a planted low-rank signal plus noise and long-tailed popularity"
+    rng = np.random.default_rng(seed)
+    def _cdf(n, a):
+        p = 1 / np.arange(1, n+1)**a
+        return np.cumsum(p/p.sum()),rng.permutation(n).astype(np.int32)
+    (cu,pu),(ci,pi) = _cdf(n_users, alpha/2),_cdf(n_items, alpha)
+    U,I = (rng.standard_normal((n, rank), dtype=np.float32) / rank**0.25 for n in (n_users, n_items))
+    ub,ib = rng.normal(0, 0.3, n_users).astype(np.float32),rng.normal(0, 0.5, n_items).astype(np.float32)
+    u,i,r = (np.empty(n_ratings, t) for t in (np.int32, np.int32, np.float32))
+    for s in range(0, n_ratings, 1<<20):     # in chunks, to keep memory flat
+        e = min(s + (1<<20), n_ratings)
+        uc = pu[np.minimum(np.searchsorted(cu, rng.random(e-s, dtype=np.float32)), n_users-1)]
+        ic = pi[np.minimum(np.searchsorted(ci, rng.random(e-s, dtype=np.float32)), n_items-1)]
+        rc = 3.5 + ub[uc] + ib[ic] + (U[uc]*I[ic]).sum(1) + noise*rng.standard_normal(e-s, dtype=np.float32)
+        u[s:e],i[s:e],r[s:e] = uc,ic,np.clip(np.round(rc*2)/2, 0.5, 5)
+    ts = rng.integers(828_000_000, 1_540_000_000, n_ratings)
+    return pd.DataFrame({'userId':u, 'movieId':i, 'rating':r, 'timestamp':ts})
+
 # %% ../nbs/00_data.ipynb #8741cf5a
 _DUPS = ('keep', 'last', 'mean', 'error')
 
@@ -257,9 +284,11 @@ def cf_splits(df:pd.DataFrame, # Checked ratings
     "Positions of training and validation rows of `df` for a `split` strategy"
     _check_pct(valid_pct)
     n = len(df)
-    if split == 'random':
-        tr,va = RandomSplitter(valid_pct, seed)(range(n))
-        return np.asarray(tr, dtype=np.int64), np.asarray(va, dtype=np.int64)
+    if split == 'random':   # fastai's `RandomSplitter`, step for step, without its Python list of every row
+        if seed is not None: torch.manual_seed(seed)
+        perm = torch.randperm(n).numpy()
+        cut = int(valid_pct * n)
+        return perm[cut:],perm[:cut]
     if split == 'time':
         if time_name not in df.columns:
             raise ValueError(f"split='time' needs a time column; {time_name!r} is not in {list(df.columns)}. Pass time_name=.")
