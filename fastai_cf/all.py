@@ -3,7 +3,9 @@ from fastai.basics import *
 from fastai.collab import *
 from fastai.callback.all import *
 from .data import *
-try:
-    from .models import *
-    from .learner import *
-except ImportError: pass
+from .models import *
+from .optimizer import *
+from .learner import *
+from .callback.wd import *
+from .inference import *
+from .interpret import *

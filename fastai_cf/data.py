@@ -329,10 +329,12 @@ class CFDataLoader(DataLoader):
     @property
     def tensors(self): return (self.x,) if self.y is None else (self.x, self.y)
 
-    def get_idxs(self): return torch.randperm(self.n, device=self.x.device) if self.shuffle else None
+    def get_idxs(self): return torch.randperm(self.n, device=self.x.device) if self.shuffle else torch.arange(self.n)
     def __iter__(self):
-        idxs = self.get_idxs()
-        ts = self.tensors if idxs is None else tuple(t[torch.as_tensor(idxs, device=t.device)] for t in self.tensors)
+        ts = self.tensors
+        if self.shuffle:    # one gather per epoch, then every batch is a view
+            idxs = self.get_idxs()
+            ts = tuple(t[idxs] for t in ts)
         if self.device is not None and ts[0].device != self.device: ts = to_device(ts, self.device)
         stop = self.n - self.n % self.bs if self.drop_last else self.n
         for i in range(0, stop, self.bs): yield tuple(t[i:i+self.bs] for t in ts)
@@ -367,7 +369,7 @@ class CFDataLoader(DataLoader):
 # %% ../nbs/00_data.ipynb #e176a61f
 def _encode(s, vocab):
     "Codes of `s` in `vocab` (a `CategoryMap` with '#na#' first); unknown values get 0, as fastai's `Categorify`"
-    return pd.Categorical(s, categories=vocab.items[1:]).codes.astype(np.int64) + 1
+    return pd.Index(list(vocab.items[1:])).get_indexer(pd.Series(s).to_numpy()).astype(np.int64) + 1
 
 def _vocab(col, codes, uniq, rows=None):
     "fastai's `CategoryMap(col[rows], add_na=True)` and the codes of all of `col`, from a factorization of `col`"
