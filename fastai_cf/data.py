@@ -20,7 +20,7 @@ from fastai.collab import CollabDataLoaders
 
 # %% auto #0
 __all__ = ['MOVIELENS', 'check_file', 'movielens_path', 'load_movielens', 'synth_ratings', 'check_ratings', 'read_ratings_csv',
-           'cf_splits', 'CFDataLoader', 'CFDataLoaders']
+           'cf_splits', 'CFDataLoader', 'default_bs', 'CFDataLoaders']
 
 # %% ../nbs/00_data.ipynb #90e97f20
 _GL = 'https://files.grouplens.org/datasets/movielens/'
@@ -395,6 +395,12 @@ def _report_unseen(n, what):
     if n: warnings.warn(f"{n} {what} row(s) have a user or item not seen in training; they are encoded as '#na#' (index 0).")
 
 # %% ../nbs/00_data.ipynb #150e6293
+def default_bs(n_train:int # Training rows
+              ) -> int: # Batch size
+    "The batch size `CFDataLoaders` uses when none is given: 2048, or 8192 from a million training rows"
+    return min(2048 if n_train < 1_000_000 else 8192, max(16, n_train // 16))   # small data: at least ~16 batches
+
+# %% ../nbs/00_data.ipynb #34c6b927
 class CFDataLoaders(CollabDataLoaders):
     "fastai's `CollabDataLoaders`, built once into tensors: drop-in, and much faster"
     @classmethod
@@ -406,7 +412,7 @@ class CFDataLoaders(CollabDataLoaders):
                 seed:int=None, # Random seed for the split
                 split:str='random', # 'random' (fastai's `RandomSplitter`), 'time' or 'user'
                 splits:tuple=None, # Explicit `(train_idx, valid_idx)` positions; overrides `split`
-                bs:int=64, # Batch size
+                bs:int=None, # Batch size (default: `default_bs`, what the fast path is tuned for; fastai's is 64)
                 val_bs:int=None, # Validation batch size (default: `bs`)
                 device=None, # Device for the tensors (default: fastai's `default_device()`)
                 duplicates:str='keep', # Repeated (user, item) pairs, see `check_ratings`
@@ -420,6 +426,7 @@ class CFDataLoaders(CollabDataLoaders):
             if v is not None and (not isinstance(v, (int,np.integer)) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{what}={v!r} must be a positive whole number (e.g. 64).")
         df,(u,i,r),facts = _check(ratings, user_name, item_name, rating_name, duplicates=duplicates)
+        if bs is None: bs = default_bs(int(len(df) * (1 - valid_pct)) if splits is None else len(splits[0]))
         tr,va = _check_splits(splits, len(df)) if splits is not None else cf_splits(df, split, valid_pct, seed, u, time_name)
         if vocab not in ('all','train'): raise ValueError(f"vocab={vocab!r}: use 'all' (as fastai) or 'train'.")
         classes,codes = {},[]
@@ -438,7 +445,8 @@ class CFDataLoaders(CollabDataLoaders):
         device = ifnone(device, default_device())
         n_valid_unseen = int(_unseen(xt, xv, [len(classes[n]) for n in cat_names]).sum())
         kw = dict(classes=classes, cat_names=cat_names, y_names=y_names, device=device)
-        trn = CFDataLoader(xt.to(device), yt.to(device), bs=bs, shuffle=shuffle, drop_last=shuffle, **kw)
+        # drop the last partial batch, as fastai does, unless that would leave no batch at all
+        trn = CFDataLoader(xt.to(device), yt.to(device), bs=bs, shuffle=shuffle, drop_last=shuffle and len(xt) >= bs, **kw)
         val = CFDataLoader(xv.to(device), yv.to(device), bs=ifnone(val_bs, bs), **kw)
         dls = cls(trn, val, path=path, device=device)
         dls.classes,dls.cat_names,dls.y_names,dls.n_valid_unseen = classes,cat_names,y_names,n_valid_unseen

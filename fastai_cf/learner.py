@@ -15,9 +15,10 @@ from fastai.metrics import rmse
 from fastai.collab import EmbeddingNN
 from fastai.tabular.model import get_emb_sz
 from .models import DotProduct, DotProductBias, suggest_n_factors
+from .optimizer import LazyAdam
 
 # %% auto #0
-__all__ = ['default_y_range', 'cf_learner']
+__all__ = ['CF_LR', 'CF_WD', 'default_y_range', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -38,7 +39,7 @@ def default_y_range(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
 # %% ../nbs/02_learner.ipynb #2c580da3
 _MODELS = ('dot', 'dot_bias', 'nn')
 
-def _cf_model(dls, model, n_factors, y_range):
+def _cf_model(dls, model, n_factors, y_range, sparse=False):
     "The model `cf_learner` trains: `model` itself if it is a module, else built from its name"
     if isinstance(model, nn.Module): return model
     if model not in _MODELS:
@@ -46,7 +47,11 @@ def _cf_model(dls, model, n_factors, y_range):
     if n_factors is None: n_factors = suggest_n_factors(dls)
     if y_range is None: y_range = default_y_range(dls)
     if model == 'nn': return EmbeddingNN(emb_szs=get_emb_sz(dls), layers=[n_factors], y_range=y_range)
-    return (DotProduct if model == 'dot' else DotProductBias).from_dls(dls, n_factors, y_range=y_range)
+    return (DotProduct if model == 'dot' else DotProductBias).from_dls(dls, n_factors, y_range=y_range, sparse=sparse)
+
+# %% ../nbs/02_learner.ipynb #38502e18
+CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
+CF_WD = 0.16  # the fast path's weight decay: `LazyAdam`'s per-lookup L2
 
 @delegates(Learner.__init__)
 def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
@@ -55,10 +60,13 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                y_range:tuple=None, # Output range (default: `default_y_range(dls)`)
                loss_func=None, # Loss (default: `MSELossFlat()`)
                metrics=None, # Metrics (default: `rmse`)
-               **kwargs # Passed to `Learner` (`wd`, `opt_func`, `cbs`, `path`, ...)
+               fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `CF_WD`; False: stock fastai
+               **kwargs # Passed to `Learner` (`lr`, `wd`, `opt_func`, `cbs`, `path`, ...)
               ) -> Learner:
     "A fastai `Learner` for collaborative filtering on `dls`"
-    model = _cf_model(dls, model, n_factors, y_range)
+    fast = fast and isinstance(model, str) and model in ('dot', 'dot_bias') and kwargs.get('opt_func', LazyAdam) is LazyAdam
+    model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = rmse
+    if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
     return Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)

@@ -18,6 +18,7 @@ from fastai.learner import Recorder, ValueMetric
 from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_cycle`
 from fastprogress.fastprogress import progress_bar
 from ..learner import cf_learner
+from ..optimizer import RowAdam
 
 # %% auto #0
 __all__ = ['emb_names', 'weight_norms', 'L2Penalty', 'decay_mode', 'WeightDecayLogger', 'wd_sweep', 'plot_wd_sweep']
@@ -97,8 +98,10 @@ def decay_mode(learn # A fastai `Learner`
     if pen: return f"L2 penalty in the loss (L2Penalty): loss + {pen[0].wd:g} * sum(p**2); the optimizer's wd is set to 0"
     opt = learn.opt if learn.opt is not None else learn.opt_func(learn.splitter(learn.model), lr=learn.lr)
     wd = learn.wd if learn.wd is not None else opt.hypers[0].get('wd', 0.)
-    steps = [getattr(cb, '__name__', '') for cb in opt.cbs]
     if not wd: return "no weight decay (wd=0)"
+    if isinstance(getattr(opt, 'opt', None), RowAdam):
+        return f"the lesson's L2 penalty on the batch's rows (LazyAdam): grad += {wd:g} * row / lookups, per lookup"
+    steps = [getattr(cb, '__name__', '') for cb in getattr(opt, 'cbs', [])]
     if 'l2_reg' in steps: return f"L2 in the gradient (decouple_wd=False): grad += {wd:g} * p"
     if 'weight_decay' in steps: return f"decoupled weight decay (AdamW style): p -= lr * {wd:g} * p each step"
     return f"wd={wd:g} (the optimizer applies it its own way)"
@@ -240,13 +243,14 @@ def wd_sweep(dls, # `CFDataLoaders` (or fastai's `CollabDataLoaders`)
              model='dot_bias', # As for `cf_learner`: a name, or a module (copied afresh for each value)
              n_factors:int=None, # Embedding width (default: `suggest_n_factors(dls)`)
              seed:int=42, # Seed set before each learner is built: the same initialisation and batches for every value
-             mode:str='decoupled', # 'decoupled' (fastai's `wd`) or 'l2' (the lesson's `L2Penalty(wd)`)
+             mode:str='decoupled', # 'decoupled': the optimizer's own `wd` (`LazyAdam`'s per-lookup L2 on the fast path); 'l2': `L2Penalty(wd)`
              show_progress:bool=True, # Show a progress bar over the values
              **kwargs # Passed to `cf_learner` (`opt_func`, `cbs`, `y_range`, ...)
             ) -> pd.DataFrame: # One row per value of `wd`; per-epoch histories in `.attrs['curves']`
     "Train one model per value of `wd` from the same initialisation and compare their validation losses and weight norms"
     if 'wd' in kwargs: raise ValueError("wd_sweep sets wd itself for each run: pass the values to try as wds=(...).")
-    if mode not in _MODES: raise ValueError(f"wd_sweep: mode={mode!r}: use 'decoupled' (fastai's wd) or 'l2' (L2Penalty).")
+    if mode not in _MODES: raise ValueError(f"wd_sweep: mode={mode!r}: use 'decoupled' (the optimizer's own wd) or 'l2' (L2Penalty).")
+    if mode == 'l2': kwargs = {'fast': False} | kwargs     # the penalty's gradient is dense: train stock
     wds = _check_wds(wds)
     init = copy.deepcopy(model) if isinstance(model, nn.Module) else model
     rows,curves = [],{}

@@ -1,0 +1,95 @@
+"The `fastai-cf` console command, end to end through the installed script (subprocess)"
+import os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+
+EXE = shutil.which('fastai-cf') or str(Path(sys.executable).parent/'fastai-cf')
+
+def run(*args, cwd=None, timeout=600):
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+@pytest.fixture(scope='module')
+def csv(tmp_path_factory):
+    "A small planted ratings CSV with non-default column names"
+    rng = np.random.default_rng(0)
+    U,I = rng.normal(size=(50,3)),rng.normal(size=(40,3))
+    rows = [(u, f'film {i}', float(np.clip(np.round(2*(3 + U[u]@I[i]))/2, 0.5, 5)))
+            for u in range(50) for i in range(40) if rng.random() < 0.5]
+    p = tmp_path_factory.mktemp('data')/'stars.csv'
+    pd.DataFrame(rows, columns=['who','film','stars']).to_csv(p, index=False)
+    return p
+
+@pytest.fixture(scope='module')
+def trained(csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp('out')
+    r = run('train', '--data', csv, '--epochs', 2, '--lr', 0.03, '--out', out)
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+def test_help_lists_commands_and_defaults():
+    r = run('--help')
+    assert r.returncode == 0 and all(c in r.stdout for c in ('train', 'recommend', 'similar', 'sweep-wd'))
+    for cmd,opt in (('train', "--epochs"), ('recommend', '--user'), ('similar', '--item'), ('sweep-wd', '--wds')):
+        h = run(cmd, '--help')
+        assert h.returncode == 0 and opt in h.stdout, (cmd, h.stdout)
+    assert '(default: 5)' in run('train', '--help').stdout
+
+def test_train_outputs(trained):
+    out,r = trained
+    assert 'final validation RMSE' in r.stdout and 'weight decay: ' in r.stdout and 'top 5 recommendations' in r.stdout
+    assert sorted(o.name for o in out.iterdir()) == ['model.cf', 'weight_decay.png']
+    assert (out/'weight_decay.png').read_bytes()[:4] == b'\x89PNG'
+    assert '\r' not in r.stdout, 'no progress-bar fragments when output is not a terminal'
+
+def test_recommend_and_similar(trained):
+    out,_ = trained
+    r = run('recommend', out/'model.cf', '--user', 3, '-n', 4)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 5       # header + 4 rows
+    r = run('similar', out/'model.cf', '--item', 'film 7', '-n', 3)
+    assert r.returncode == 0, r.stderr
+    assert 'film 7' not in r.stdout.splitlines()[1:]
+
+def test_sweep_wd(csv, tmp_path):
+    r = run('sweep-wd', '--wds', '0,0.1', '--data', csv, '--epochs', 2, '--lr', 0.03, '--out', tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'final_valid_loss' in r.stdout and (tmp_path/'wd_sweep.png').exists()
+
+ERRORS = [
+    (('train', '--data', '/no/such/ratings.csv'), 'No such ratings file'),
+    (('train', '--data', 'ml-7m'), 'neither a MovieLens set'),
+    (('train', '--data', '{csv}', '--item-col', 'movie'), "Column 'movie' (item_name) not found"),
+    (('train', '--data', '{csv}', '--valid-pct', 1.5), 'valid_pct=1.5 must be a fraction'),
+    (('train', '--data', '{csv}', '--epochs', 0), '--epochs 0 must be at least 1'),
+    (('train', '--data', '{csv}', '--bs', 0), 'bs=0 must be a positive whole number'),
+    (('train', '--model', 'svd'), "invalid choice: 'svd'"),
+    (('train', '--epochs', 'many'), "invalid int value: 'many'"),
+    (('recommend', '{model}', '--user', 'nobody'), "--user 'nobody' is not in the model's vocabulary"),
+    (('similar', '{model}', '--item', 'No Such Film'), "--item 'No Such Film' is not in the model's vocabulary"),
+    (('recommend', '{csv}', '--user', 1), "can't be loaded as a fastai_cf model"),
+    (('sweep-wd', '--wds', 'a,b'), "--wds 'a,b' must be comma-separated numbers"),
+    (('frobnicate',), "unknown command 'frobnicate'"),
+]
+
+@pytest.mark.parametrize('args,msg', ERRORS, ids=[' '.join(map(str, a[:2])) + f' {i}' for i,(a,_) in enumerate(ERRORS)])
+def test_user_errors(args, msg, csv, trained):
+    sub = {'{csv}': str(csv), '{model}': str(trained[0]/'model.cf')}
+    r = run(*[sub.get(a, a) if isinstance(a, str) else a for a in args])
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert msg in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr
+    if not msg.startswith('invalid'): assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+def test_debug_shows_traceback(csv):
+    r = run('train', '--data', csv, '--item-col', 'movie', '--debug')
+    assert r.returncode != 0 and 'Traceback' in r.stderr
+
+@pytest.mark.slow
+def test_default_train_on_bundled_data(tmp_path):
+    "README's main job: no arguments, the bundled data, offline"
+    r = run('train', cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr
+    rmse = float(r.stdout.split('final validation RMSE ')[1].split()[0])
+    assert rmse <= 0.871, rmse          # stock fastai's lesson figure: MSE 0.758
+    assert (tmp_path/'cf_out'/'model.cf').exists() and (tmp_path/'cf_out'/'weight_decay.png').exists()
