@@ -32,17 +32,18 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
     t = time.perf_counter()
     df = synth_ratings(n_users, n_items, n_ratings, rank=8, seed=0)
     print(f"synthetic set: {len(df):,} ratings, {df.userId.nunique():,} users, {df.movieId.nunique():,} items, "
-          f"built in {time.perf_counter()-t:.1f} s\n")
+          f"built in {time.perf_counter()-t:.1f} s (peak RSS so far {_rss_gb():.2f} GB)\n")
 
     t = time.perf_counter()
     dls = CFDataLoaders.from_df(df, seed=42, device='cpu')
     build = time.perf_counter() - t
+    print(f"fastai_cf DataLoaders built in {build:.1f} s (peak RSS so far {_rss_gb():.2f} GB)", flush=True)
     learn = cf_learner(dls)
     with learn.no_bar(), learn.no_logging():
         t = time.perf_counter(); learn.fit_one_cycle(1); epoch = time.perf_counter() - t
     mse = float(learn.recorder.values[-1][1])
     ours = dict(build=build, epoch=epoch, mse=mse, base=_mse_mean(dls), rss=_rss_gb(), bs=dls.train.bs, n=len(dls.train))
-    print(f"fastai_cf default: bs={ours['bs']}, {ours['n']} batches/epoch")
+    print(f"fastai_cf default: bs={ours['bs']}, {ours['n']} batches/epoch, n_factors={learn.model.n_factors}")
     del learn, dls; gc.collect()
 
     stock = None

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np, torch
 from torch import nn
 from fastcore.meta import delegates
+from fastcore.foundation import L
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import MSELossFlat
 from fastai.metrics import rmse
 from fastai.collab import EmbeddingNN
@@ -18,7 +20,7 @@ from .models import DotProduct, DotProductBias, suggest_n_factors
 from .optimizer import LazyAdam
 
 # %% auto #0
-__all__ = ['CF_LR', 'CF_WD', 'default_y_range', 'cf_learner']
+__all__ = ['CF_LR', 'CF_WD', 'default_y_range', 'TorchThreads', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -50,6 +52,14 @@ def _cf_model(dls, model, n_factors, y_range, sparse=False):
     return (DotProduct if model == 'dot' else DotProductBias).from_dls(dls, n_factors, y_range=y_range, sparse=sparse)
 
 # %% ../nbs/02_learner.ipynb #38502e18
+class TorchThreads(Callback):
+    "Run fits with `n` PyTorch CPU threads, restoring the previous count afterwards"
+    order = -100
+    def __init__(self, n:int=1): self.n = n
+    def before_fit(self): self.old = torch.get_num_threads(); torch.set_num_threads(self.n)
+    def after_fit(self): torch.set_num_threads(self.old)
+
+# %% ../nbs/02_learner.ipynb #9b807b47
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
 CF_WD = 0.16  # the fast path's weight decay: `LazyAdam`'s per-lookup L2
 
@@ -68,5 +78,8 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = rmse
-    if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
+    if fast:
+        kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
+        if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
+            kwargs['cbs'] = [TorchThreads(1), *L(kwargs.get('cbs'))]
     return Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)

@@ -83,7 +83,8 @@ class DotProductBias(DotProduct):
 _all_ = ['emb_sz_rule']
 
 # %% ../nbs/01_models.ipynb #78dcc190
-def suggest_n_factors(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
+def suggest_n_factors(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
+                      max_factors:int=64, # Upper bound on the width
                      ) -> int: # Width shared by the user and item embeddings
-    "`emb_sz_rule` applied to the smaller of the user and item tables of `dls`"
-    return emb_sz_rule(min(len(dls.classes[n]) for n in _cf_names(dls)))
+    "`emb_sz_rule` applied to the smaller of the user and item tables of `dls`, capped at `max_factors`"
+    return min(max_factors, emb_sz_rule(min(len(dls.classes[n]) for n in _cf_names(dls))))
