@@ -9,3 +9,4 @@ from .learner import *
 from .callback.wd import *
 from .inference import *
 from .interpret import *
+from fastai.tabular.model import get_emb_sz, emb_sz_rule

@@ -151,14 +151,28 @@ def _top(scores, idx, n, descending=True):
     return idx[o.numpy()],scores[o].numpy()
 
 # %% ../nbs/04_inference.ipynb #c5a5424c
+def _item_counts(learn):
+    "Training ratings of each item in the vocab, or `None` when `learn` has no training rows"
+    p,iv = _pairs(learn),_vocabs(learn)[3]
+    return None if p is None else np.bincount(p[:,1].numpy(), minlength=len(iv))[:len(iv)]
+
+def _rated_enough(learn, cand, min_ratings=None):
+    "Narrow the candidate mask `cand` to items with at least `min_ratings` training ratings (default: 10, or half the top count)"
+    counts = _item_counts(learn)
+    if counts is None: return cand
+    if min_ratings is None: min_ratings = int(min(10, counts.max() // 2))
+    return cand & (counts >= min_ratings)
+
 @patch
 def recommend(self:Learner, user, # A user id as in the training frame (`'1'` also finds the int id 1)
               n:int=10, # How many items
               exclude_seen:bool|str=True, # Leave out items `user` rated: True (training and validation rows), 'train', or False
               unknown:str='error', # A user not seen in training: 'error' raises `KeyError`; 'fallback' recommends for the average user
+              min_ratings:int=None, # Leave out items with fewer training ratings (default: 10, or half the largest count if lower)
              ) -> pd.DataFrame: # Item id and `prediction`, best first
     "The `n` items with the highest predicted rating for `user`"
     _check_n(n); _check_unknown(unknown)
+    if min_ratings is not None: _check_n(min_ratings, 'min_ratings')
     if exclude_seen not in (True, False, 'train'): raise ValueError(f"exclude_seen={exclude_seen!r}: use True, 'train' or False.")
     _,iname,uv,iv = _vocabs(self)
     ku,ki = _known(self)
@@ -167,7 +181,7 @@ def recommend(self:Learner, user, # A user id as in the training frame (`'1'` al
         if unknown == 'error': raise KeyError(_unknown_msg('user', user, uv, u) + " Pass unknown='fallback' to recommend for the average user.")
         warnings.warn(f"user {user!r} is not in the training data: recommending for the average user (unknown='fallback').")
         u = 0
-    cand = ki.copy()
+    cand = _rated_enough(self, ki.copy(), min_ratings)
     if exclude_seen and u:
         ps = [_pairs(self, o) for o in (('train',) if exclude_seen == 'train' else ('train', 'valid'))]
         if ps[0] is None: warnings.warn("`learn` has no training rows (loaded with `load_learner`?), so the items the user rated can't be left out. "
@@ -182,11 +196,6 @@ def recommend(self:Learner, user, # A user id as in the training frame (`'1'` al
 
 # %% ../nbs/04_inference.ipynb #9c303b09
 _METRICS = ('cosine', 'dot', 'euclidean')
-
-def _item_counts(learn):
-    "Training ratings of each item in the vocab, or `None` when `learn` has no training rows"
-    p,iv = _pairs(learn),_vocabs(learn)[3]
-    return None if p is None else np.bincount(p[:,1].numpy(), minlength=len(iv))[:len(iv)]
 
 def _item_factors(model):
     t = _tables(model)
@@ -211,11 +220,7 @@ def similar_items(self:Learner, item, # An item id as in the training frame
     if metric == 'cosine': s = F.cosine_similarity(w, w[i][None], dim=1)
     elif metric == 'dot': s = w @ w[i]
     else: s = (w - w[i]).norm(dim=1)
-    cand = ki.copy()
-    counts = _item_counts(self)
-    if counts is not None:
-        if min_ratings is None: min_ratings = int(min(10, counts.max() // 2))
-        cand &= counts >= min_ratings
+    cand = _rated_enough(self, ki.copy(), min_ratings)
     cand[i] = False
     idx = np.flatnonzero(cand)
     top,val = _top(s[idx], idx, n, descending=metric != 'euclidean')

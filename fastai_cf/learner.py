@@ -78,8 +78,7 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = rmse
-    if fast:
-        kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
-        if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
-            kwargs['cbs'] = [TorchThreads(1), *L(kwargs.get('cbs'))]
+    if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
+    if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
+        kwargs['cbs'] = [TorchThreads(1), *L(kwargs.get('cbs'))]
     return Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)

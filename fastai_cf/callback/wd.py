@@ -239,7 +239,7 @@ def _check_wds(wds):
 def wd_sweep(dls, # `CFDataLoaders` (or fastai's `CollabDataLoaders`)
              wds=(0, 0.01, 0.03, 0.1, 0.3), # Values of `wd` to try
              epochs:int=5, # Epochs of `fit_one_cycle` per value
-             lr:float=5e-3, # Maximum learning rate
+             lr:float=None, # Maximum learning rate (default: the learner's: `CF_LR` on the fast path, the lesson used 5e-3)
              model='dot_bias', # As for `cf_learner`: a name, or a module (copied afresh for each value)
              n_factors:int=None, # Embedding width (default: `suggest_n_factors(dls)`)
              seed:int=42, # Seed set before each learner is built: the same initialisation and batches for every value
