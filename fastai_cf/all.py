@@ -10,3 +10,4 @@ from .callback.wd import *
 from .inference import *
 from .interpret import *
 from fastai.tabular.model import get_emb_sz, emb_sz_rule
+from .callback.checkpoint import *

@@ -6,7 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/cli.html.md"""
 
 # %% ../nbs/07_cli.ipynb #8047bdeb
 from __future__ import annotations
-import os, sys, tempfile, time, traceback, warnings
+import math, os, sys, time, warnings
 warnings.filterwarnings('ignore', category=FutureWarning)   # torch's deprecation notices, raised while fastai imports
 from pathlib import Path
 from typing import Annotated
@@ -16,10 +16,11 @@ from fastcore.script import parse_cli, bool_arg
 from fastai.torch_core import set_seed
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
-from .data import MOVIELENS, CFDataLoaders
+from .data import MOVIELENS, CFDataLoaders, atomic_write
 from .learner import cf_learner
 from .callback.wd import WeightDecayLogger, wd_sweep, plot_wd_sweep, decay_mode
 from .inference import save_cf, load_cf
+from .callback.checkpoint import CFCheckpoint, NaNGuard
 
 # %% auto #0
 __all__ = ['PlainProgress', 'train', 'recommend', 'similar', 'sweep_wd', 'main']
@@ -38,19 +39,9 @@ def _dls(data, user_col, item_col, rating_col, sep, split, valid_pct, seed, bs):
         raise FileNotFoundError(f"--data {data!r} is neither a MovieLens set ({', '.join(MOVIELENS)}) nor an existing file.")
     return CFDataLoaders.from_csv(p, sep=sep, user_name=user_col, item_name=item_col, rating_name=rating_col, **kw)
 
-def _atomic(fn, write):
-    "Call `write(tmp)` on a temporary file beside `fn`, then rename it to `fn`"
-    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
-    fd,tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.stem}-', suffix=fn.suffix)
-    os.close(fd)
-    try: write(tmp); os.replace(tmp, fn)
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
-    return fn
-
 def _save_fig(fig, fn):
     import matplotlib.pyplot as plt
-    _atomic(fn, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight'))
+    atomic_write(fn, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight'))
     plt.close(fig)
     return fn
 
@@ -107,17 +98,25 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
           seed:int=42, # Random seed (split, initialisation, shuffling)
           user:str=None, # User to show recommendations for (default: the first)
           out:str='cf_out', # Folder for the model and the plot
+          checkpoint_every_epoch:bool=False, # Save checkpoint.pth in --out after each epoch, so an interrupted run can --resume
+          resume:bool=False, # Finish the interrupted run whose checkpoint.pth is in --out (same data and options)
           debug:bool=False, # Show full tracebacks on errors
          ):
     "Train a collaborative-filtering model (default: the lesson's DotProductBias on the bundled ml-latest-small)"
     if epochs < 1: raise ValueError(f"--epochs {epochs} must be at least 1.")
+    if lr is not None and not (math.isfinite(lr) and lr > 0): raise ValueError(f"--lr {lr} must be a number > 0, e.g. 0.01.")
+    if wd is not None and not (math.isfinite(wd) and wd >= 0): raise ValueError(f"--wd {wd} must be a number >= 0, e.g. 0.1.")
+    if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"--out {out} is a file; pass a folder for the model and the plot.")
+    ck = Path(out)/'checkpoint.pth'
+    if resume and not ck.is_file(): raise FileNotFoundError(f"--resume: no checkpoint at {ck}; start the run with --checkpoint-every-epoch and the same --out.")
     dls = _dls(data, user_col, item_col, rating_col, sep, split, valid_pct, seed, bs)
     set_seed(seed, reproducible=True)
     wdl = WeightDecayLogger()
     kw = {'wd': wd} if wd is not None else {}
-    learn = _progress(cf_learner(dls, model=model, n_factors=n_factors, cbs=wdl, fast=fast, **kw))
+    learn = _progress(cf_learner(dls, model=model, n_factors=n_factors, cbs=[wdl, NaNGuard()], fast=fast, **kw))
     t = time.perf_counter()
-    learn.fit_one_cycle(epochs, lr)
+    if resume: learn.resume_fit(ck, epochs, lr)
+    else: learn.fit_one_cycle(epochs, lr, cbs=CFCheckpoint(ck) if checkpoint_every_epoch else None)
     secs = time.perf_counter() - t
     valid_loss = float(learn.recorder.values[-1][1])
     print(f"\nfinal validation RMSE {valid_loss**0.5:.4f} (MSE {valid_loss:.4f}), {epochs} epochs in {secs:.1f} s")

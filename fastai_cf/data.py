@@ -19,8 +19,8 @@ from fastai.data.external import fastai_path
 from fastai.collab import CollabDataLoaders
 
 # %% auto #0
-__all__ = ['MOVIELENS', 'check_file', 'movielens_path', 'load_movielens', 'synth_ratings', 'check_ratings', 'read_ratings_csv',
-           'cf_splits', 'CFDataLoader', 'default_bs', 'CFDataLoaders']
+__all__ = ['MOVIELENS', 'atomic_write', 'check_file', 'movielens_path', 'load_movielens', 'synth_ratings', 'check_ratings',
+           'read_ratings_csv', 'cf_splits', 'CFDataLoader', 'default_bs', 'CFDataLoaders']
 
 # %% ../nbs/00_data.ipynb #90e97f20
 _GL = 'https://files.grouplens.org/datasets/movielens/'
@@ -39,6 +39,21 @@ _RATINGS_FILE = {'csv':'ratings.csv', '100k':'u.data', '1m':'ratings.dat', '10m'
 _BUNDLED = Path(str(importlib.resources.files('fastai_cf')))/'datasets'
 
 # %% ../nbs/00_data.ipynb #1f2e87f6
+def atomic_write(fn, # The file to write
+                 write, # Called with a temporary path beside `fn`; writes the content there
+                ) -> Path: # `fn`
+    "Write `fn` atomically: `write(tmp)` to a temporary file in the same folder, flush it to disk, rename it over `fn`"
+    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
+    fd,tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.stem}-', suffix=fn.suffix or '.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.replace(tmp, fn)
+    finally:
+        if os.path.exists(tmp): os.unlink(tmp)
+    return fn
+
 def _check_name(name):
     if name not in MOVIELENS:
         raise ValueError(f"Unknown MovieLens set {name!r}. Known sets: {', '.join(MOVIELENS)}; "
@@ -184,6 +199,9 @@ def _col_names(df, user_name, item_name, rating_name):
                 hint = f" The frame has a single column {cols[0]!r}: was the file read with the wrong separator? Pass `sep=`."
             raise ValueError(f"Column {n!r} ({what}) not found; the frame has columns {cols}. "
                              f"Pass {what}= to name the right one.{hint}")
+    for n in names:
+        k = int((df.columns == n).sum())
+        if k > 1: raise ValueError(f"Column {n!r} appears {k} times in the frame; rename the copies so each column name is used once.")
     if len(set(names)) < 3: raise ValueError(f"user_name, item_name and rating_name must be three different columns, got {names}")
     return names
 
@@ -195,7 +213,8 @@ def _first_bad(mask, df, col):
 
 def _check_ids(df, col, what):
     "Factorize id column `col` (codes, uniques), raising if ids are missing, of mixed types, or fewer than 2"
-    codes,uniq = pd.factorize(df[col])
+    try: codes,uniq = pd.factorize(df[col])
+    except TypeError as e: raise ValueError(f"Column {col!r} holds unhashable values ({e}); ids must be numbers or strings.") from None
     na = codes < 0
     if na.any(): raise ValueError(f"{na.sum()} {what} id(s) in column {col!r} are missing, first at {_first_bad(na, df, col)}. "
                                   f"Drop those rows first: `df.dropna(subset=[{col!r}])`.")
@@ -225,6 +244,9 @@ def _check(df, user_name=None, item_name=None, rating_name=None, duplicates='kee
     bad = ~np.isfinite(rat.to_numpy())
     if bad.any(): raise ValueError(f"Column {r!r} has {bad.sum()} missing or infinite rating(s), first at row {_py(df.index[np.flatnonzero(bad)[0]])!r}. "
                                    f"Drop them first: `df = df[np.isfinite(df[{r!r}])]`.")
+    big = np.abs(rat.to_numpy()) > 1e9
+    if big.any(): raise ValueError(f"Column {r!r} has {big.sum()} rating(s) beyond ±1e9, first at {_first_bad(big, df.assign(**{r: rat}), r)}: "
+                                   "is it a timestamp or an id column? Pass the right rating_name, or rescale the ratings.")
     fu,fi = _check_ids(df, u, 'user'),_check_ids(df, i, 'item')
     if rat is not df[r] or df[r].dtype != 'float64': df = df.assign(**{r: rat})
     pair = pd.Series(fu[0] * len(fi[1]) + fi[0])
@@ -264,7 +286,7 @@ def read_ratings_csv(path, # A CSV (or other delimited) file of ratings
     except UnicodeDecodeError as e:
         raise ValueError(f"{p} is not valid {encoding} text ({e.reason} at byte {e.start}); pass encoding='latin-1' "
                          "(or the file's real encoding).") from None
-    except pd.errors.ParserError as e: raise ValueError(f"{p} could not be parsed: {e}. Fix the ragged line, or pass the right sep=.") from None
+    except pd.errors.ParserError as e: raise ValueError(f"{p} could not be parsed: {' '.join(str(e).split())}. Fix the ragged line, or pass the right sep=.") from None
     except pd.errors.EmptyDataError: raise ValueError(f"{p} is empty: no ratings to read.") from None
 
 # %% ../nbs/00_data.ipynb #d1f7adf8
@@ -309,11 +331,17 @@ def cf_splits(df:pd.DataFrame, # Checked ratings
     raise ValueError(f"split={split!r}: use one of {_SPLITS}, or pass splits=(train_idx, valid_idx).")
 
 def _check_splits(splits, n):
-    try: tr,va = (np.asarray(s, dtype=np.int64).reshape(-1) for s in splits)
+    try: tr,va = (np.asarray(s).reshape(-1) for s in splits)
     except (TypeError, ValueError): raise ValueError("splits must be (train_idx, valid_idx): two lists of integer row positions.") from None
+    for what,s in (('train',tr),('valid',va)):
+        if len(s) and s.dtype.kind not in 'iu': raise ValueError(f"splits: {what} positions must be integer row positions, got {s.dtype} values such as {s[0]!r}.")
+    tr,va = tr.astype(np.int64),va.astype(np.int64)
     for what,s in (('train',tr),('valid',va)):
         if len(s) and (s.min() < 0 or s.max() >= n): raise ValueError(f"splits: {what} positions must be in 0..{n-1} (the frame has {n} rows).")
     if len(tr) == 0: raise ValueError("splits: the training part is empty.")
+    both = np.intersect1d(tr, va)
+    if len(both): raise ValueError(f"splits: {len(both)} row position(s) are in both the training and validation parts (e.g. {both[0]}): "
+                                   "the model would be validated on rows it trained on.")
     return tr,va
 
 # %% ../nbs/00_data.ipynb #7f3e025f
@@ -425,9 +453,11 @@ class CFDataLoaders(CollabDataLoaders):
         for what,v in (('bs',bs), ('val_bs',val_bs)):
             if v is not None and (not isinstance(v, (int,np.integer)) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{what}={v!r} must be a positive whole number (e.g. 64).")
+        if splits is None: _check_pct(valid_pct)
         df,(u,i,r),facts = _check(ratings, user_name, item_name, rating_name, duplicates=duplicates)
+        if splits is not None: splits = _check_splits(splits, len(df))
         if bs is None: bs = default_bs(int(len(df) * (1 - valid_pct)) if splits is None else len(splits[0]))
-        tr,va = _check_splits(splits, len(df)) if splits is not None else cf_splits(df, split, valid_pct, seed, u, time_name)
+        tr,va = splits if splits is not None else cf_splits(df, split, valid_pct, seed, u, time_name)
         if vocab not in ('all','train'): raise ValueError(f"vocab={vocab!r}: use 'all' (as fastai) or 'train'.")
         classes,codes = {},[]
         for n,(c,uniq) in zip((u,i), facts):
@@ -484,6 +514,7 @@ class CFDataLoaders(CollabDataLoaders):
                ) -> CFDataLoader:
         "Encode new rows with the training vocab; unknown ids become index 0 (and are counted in a warning)"
         u,i = self.cat_names
+        if not isinstance(test_items, pd.DataFrame): raise ValueError(f"test_dl takes a DataFrame with columns {u!r} and {i!r}, got {type(test_items).__name__}.")
         missing = [c for c in (u,i) if c not in test_items.columns]
         if missing: raise ValueError(f"test_dl: column(s) {missing} not found; the frame has {list(test_items.columns)}.")
         x = torch.from_numpy(np.stack([_encode(test_items[c], self.classes[c]) for c in (u,i)], axis=1))

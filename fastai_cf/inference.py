@@ -355,6 +355,9 @@ def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
            ) -> Path: # `path`
     "Save the model, vocab and rated pairs of `learn` to `path`, a file `load_cf` reads without running code"
     path = Path(path).expanduser()
+    if path.is_dir(): raise ValueError(f"{path} is a folder; pass a file name such as {path/'model.cf'}.")
+    f = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if f is not None: raise ValueError(f"{f} is a file, not a folder: save the model somewhere else.")
     u,i,uv,iv = _vocabs(learn)
     cfg = _model_config(learn.model)
     state = {k: v.detach().cpu().clone() for k,v in learn.model.state_dict().items()}

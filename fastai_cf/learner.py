@@ -11,6 +11,7 @@ from torch import nn
 from fastcore.meta import delegates
 from fastcore.foundation import L
 from fastai.learner import Learner
+from fastai.data.core import DataLoaders
 from fastai.callback.core import Callback
 from fastai.losses import MSELossFlat
 from fastai.metrics import rmse
@@ -41,13 +42,25 @@ def default_y_range(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
 # %% ../nbs/02_learner.ipynb #2c580da3
 _MODELS = ('dot', 'dot_bias', 'nn')
 
+def _check_y_range(dls, y_range):
+    try: lo,hi = (float(o) for o in y_range)
+    except (TypeError, ValueError): raise ValueError(f"y_range={y_range!r} must be (low, high), e.g. (0, 5.5), or None to fit the data.") from None
+    if not lo < hi: raise ValueError(f"y_range={y_range!r}: low must be below high.")
+    y = _train_ratings(dls)
+    if len(y) and (y.min().item() < lo or y.max().item() > hi):
+        raise ValueError(f"The training ratings span [{y.min().item():g}, {y.max().item():g}], outside y_range={tuple(y_range)}: the model could never "
+                         "predict them. Widen y_range, or leave it None to fit the data.")
+
 def _cf_model(dls, model, n_factors, y_range, sparse=False):
     "The model `cf_learner` trains: `model` itself if it is a module, else built from its name"
     if isinstance(model, nn.Module): return model
     if model not in _MODELS:
         raise ValueError(f"model={model!r}: use one of {', '.join(map(repr, _MODELS))}, or pass an `nn.Module`.")
     if n_factors is None: n_factors = suggest_n_factors(dls)
+    if not isinstance(n_factors, (int, np.integer)) or isinstance(n_factors, bool) or n_factors < 1:
+        raise ValueError(f"n_factors={n_factors!r} must be a positive whole number (e.g. 50).")
     if y_range is None: y_range = default_y_range(dls)
+    else: _check_y_range(dls, y_range)
     if model == 'nn': return EmbeddingNN(emb_szs=get_emb_sz(dls), layers=[n_factors], y_range=y_range)
     return (DotProduct if model == 'dot' else DotProductBias).from_dls(dls, n_factors, y_range=y_range, sparse=sparse)
 
@@ -74,6 +87,8 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                **kwargs # Passed to `Learner` (`lr`, `wd`, `opt_func`, `cbs`, `path`, ...)
               ) -> Learner:
     "A fastai `Learner` for collaborative filtering on `dls`"
+    if not isinstance(dls, DataLoaders):
+        raise ValueError(f"cf_learner takes DataLoaders, got a {type(dls).__name__}: build them first, e.g. `CFDataLoaders.from_df(df)`.")
     fast = fast and isinstance(model, str) and model in ('dot', 'dot_bias') and kwargs.get('opt_func', LazyAdam) is LazyAdam
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()

@@ -17,6 +17,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Recorder, ValueMetric
 from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_cycle`
 from fastprogress.fastprogress import progress_bar
+from ..data import atomic_write
 from ..learner import cf_learner
 from ..optimizer import RowAdam
 
@@ -195,7 +196,7 @@ class WeightDecayLogger(Callback):
 # %% ../../nbs/03_callback.wd.ipynb #e2d8c3b1
 def _finish(fig, fname):
     fig.tight_layout()
-    if fname is not None: fig.savefig(fname, dpi=100)
+    if fname is not None: atomic_write(fname, lambda tmp: fig.savefig(tmp, dpi=100))
     return fig
 
 def _plot_history(h, best, fname=None, figsize=(8,3)):
