@@ -11,3 +11,4 @@ from .inference import *
 from .interpret import *
 from fastai.tabular.model import get_emb_sz, emb_sz_rule
 from .callback.checkpoint import *
+from .distributed import *

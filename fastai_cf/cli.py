@@ -13,7 +13,7 @@ from typing import Annotated
 import pandas as pd
 from fastcore.basics import ifnone
 from fastcore.script import parse_cli, bool_arg
-from fastai.torch_core import set_seed
+from fastai.torch_core import set_seed, num_distrib, rank_distrib
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from .data import MOVIELENS, CFDataLoaders, atomic_write
@@ -21,6 +21,7 @@ from .learner import cf_learner
 from .callback.wd import WeightDecayLogger, wd_sweep, plot_wd_sweep, decay_mode
 from .inference import save_cf, load_cf
 from .callback.checkpoint import CFCheckpoint, NaNGuard
+from .distributed import launch_train
 
 # %% auto #0
 __all__ = ['PlainProgress', 'train', 'recommend', 'similar', 'sweep_wd', 'main']
@@ -100,6 +101,7 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
           out:str='cf_out', # Folder for the model and the plot
           checkpoint_every_epoch:bool=False, # Save checkpoint.pth in --out after each epoch, so an interrupted run can --resume
           resume:bool=False, # Finish the interrupted run whose checkpoint.pth is in --out (same data and options)
+          nproc:int=1, # Processes on this machine: above 1, train with DDP through torchrun (see fastai_cf.distributed)
           debug:bool=False, # Show full tracebacks on errors
          ):
     "Train a collaborative-filtering model (default: the lesson's DotProductBias on the bundled ml-latest-small)"
@@ -109,15 +111,19 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"--out {out} is a file; pass a folder for the model and the plot.")
     ck = Path(out)/'checkpoint.pth'
     if resume and not ck.is_file(): raise FileNotFoundError(f"--resume: no checkpoint at {ck}; start the run with --checkpoint-every-epoch and the same --out.")
+    if nproc < 1: raise ValueError(f"--nproc {nproc} must be at least 1.")
+    if nproc > 1 and num_distrib() <= 1: return launch_train(nproc, locals())   # the same job on `nproc` processes
     dls = _dls(data, user_col, item_col, rating_col, sep, split, valid_pct, seed, bs)
     set_seed(seed, reproducible=True)
     wdl = WeightDecayLogger()
     kw = {'wd': wd} if wd is not None else {}
     learn = _progress(cf_learner(dls, model=model, n_factors=n_factors, cbs=[wdl, NaNGuard()], fast=fast, **kw))
     t = time.perf_counter()
-    if resume: learn.resume_fit(ck, epochs, lr)
-    else: learn.fit_one_cycle(epochs, lr, cbs=CFCheckpoint(ck) if checkpoint_every_epoch else None)
+    with learn.cf_distrib_ctx():     # a no-op in a single process
+        if resume: learn.resume_fit(ck, epochs, lr)
+        else: learn.fit_one_cycle(epochs, lr, cbs=CFCheckpoint(ck) if checkpoint_every_epoch else None)
     secs = time.perf_counter() - t
+    if rank_distrib(): return learn   # under DDP, rank 0 alone prints the results and writes the files
     valid_loss = float(learn.recorder.values[-1][1])
     print(f"\nfinal validation RMSE {valid_loss**0.5:.4f} (MSE {valid_loss:.4f}), {epochs} epochs in {secs:.1f} s")
     print(_wd_summary(learn, wdl))

@@ -15,6 +15,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.callback.schedule import ParamScheduler, fit_one_cycle   # patches `Learner.fit_one_cycle`
 from fastai.learner import Learner
+from fastai.torch_core import rank_distrib
 from fastai.optimizer import Optimizer
 from .. import __version__
 from ..inference import _write_atomic
@@ -146,6 +147,7 @@ class CFCheckpoint(Callback):
         if not self._fitting or self.epoch < self._start: return
         if (self.epoch+1) % self.every and self.epoch != self.n_epoch-1: return
         if not _finite(self.model): return     # never overwrite a good checkpoint with `nan`s; `NaNGuard` says why
+        if rank_distrib(): return              # under DDP every rank holds the same state: rank 0 alone writes it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(self._state(), self.path)
         self.saved_epoch = self.epoch
