@@ -12,3 +12,4 @@ from .interpret import *
 from fastai.tabular.model import get_emb_sz, emb_sz_rule
 from .callback.checkpoint import *
 from .distributed import *
+from .metrics import *
