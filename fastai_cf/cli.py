@@ -144,14 +144,18 @@ def _find(vocab, s, what):
     if str(s) in m: return m[str(s)]
     raise KeyError(f"{what} {s!r} is not in the model's vocabulary ({len(vocab)-1} entries, e.g. {', '.join(map(repr, list(vocab)[1:4]))}).")
 
+def _load_find(model, key, what):
+    "A saved model, and `key` found in its `what` ('user' or 'item') vocab"
+    learn = load_cf(model)
+    return learn,_find(learn.dls.classes[getattr(learn.dls, f'{what}_name')], key, f'--{what}')
+
 def recommend(model:str, # A model file saved by `fastai-cf train` (or `save_cf`)
               user:Annotated[str, 'The user to recommend for', {'opt':True, 'required':True}],
               N:Annotated[int, 'How many items'] = 10,
               debug:bool=False, # Show full tracebacks on errors
              ):
     "Top-`N` items a saved model predicts `user` will rate highest, among those they have not rated"
-    learn = load_cf(model)
-    u = _find(learn.dls.classes[learn.dls.user_name], user, '--user')
+    learn,u = _load_find(model, user, 'user')
     res = learn.recommend(u, n=N)
     print(_rec_table(res, N))
     return res
@@ -162,8 +166,7 @@ def similar(model:str, # A model file saved by `fastai-cf train` (or `save_cf`)
             debug:bool=False, # Show full tracebacks on errors
            ):
     "The `N` items whose factors are closest (cosine) to `item`'s in a saved model"
-    learn = load_cf(model)
-    i = _find(learn.dls.classes[learn.dls.item_name], item, '--item')
+    learn,i = _load_find(model, item, 'item')
     res = learn.similar_items(i, n=N)
     print(_rec_table(res, N))
     return res

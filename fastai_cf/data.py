@@ -49,6 +49,7 @@ def atomic_write(fn, # The file to write
     try:
         write(tmp)
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.chmod(tmp, fn.stat().st_mode & 0o777 if fn.exists() else 0o644)   # `mkstemp` makes files private
         os.replace(tmp, fn)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)

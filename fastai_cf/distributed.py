@@ -20,7 +20,7 @@ from fastai.torch_core import apply, find_bs, num_distrib, rank_distrib, set_see
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_cycle`
-from .data import MOVIELENS, CFDataLoader, CFDataLoaders, movielens_path
+from .data import MOVIELENS, CFDataLoader, CFDataLoaders, movielens_path, atomic_write
 from .learner import cf_learner
 from .optimizer import RowAdam
 from .inference import save_cf
@@ -344,10 +344,7 @@ def _history(learn) -> pd.DataFrame:
     return df.rename_axis('epoch').reset_index()
 
 def _write_csv(df, fn):
-    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')
-    df.to_csv(tmp, index=False); os.replace(tmp, fn)
-    return fn
+    return atomic_write(fn, lambda tmp: df.to_csv(tmp, index=False))
 
 def train_distrib(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV path (user, item, rating: its first three columns)
                   model:Annotated[str, 'Model kind', {'choices':['dot', 'dot_bias', 'nn']}]='dot_bias',
