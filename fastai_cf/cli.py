@@ -17,7 +17,7 @@ from fastai.torch_core import set_seed, num_distrib, rank_distrib
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from .data import MOVIELENS, CFDataLoaders, atomic_write
-from .learner import cf_learner
+from .learner import cf_learner, _is_lazy, CF_WD
 from .callback.wd import WeightDecayLogger, wd_sweep, plot_wd_sweep, decay_mode
 from .inference import save_cf, load_cf
 from .callback.checkpoint import CFCheckpoint, NaNGuard
@@ -118,6 +118,11 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     wdl = WeightDecayLogger()
     kw = {'wd': wd} if wd is not None else {}
     learn = _progress(cf_learner(dls, model=model, n_factors=n_factors, cbs=[wdl, NaNGuard()], fast=fast, **kw))
+    if _is_lazy(learn.opt_func) and ifnone(lr, learn.lr)*learn.wd >= 1:
+        raise ValueError(f"--lr {ifnone(lr, learn.lr):g} times --wd {learn.wd:g} must be below 1: LazyAdam shrinks the factors by "
+                         f"1 - lr*wd each step. Lower --wd (the default is {CF_WD:g}) or --lr.")
+    u = ifnone(user, str(dls.classes[dls.user_name][1]))
+    uid = _find(dls.classes[dls.user_name], u, '--user')     # an unknown --user fails now, not after training
     t = time.perf_counter()
     with learn.cf_distrib_ctx():     # a no-op in a single process
         if resume: learn.resume_fit(ck, epochs, lr)
@@ -127,9 +132,8 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     valid_loss = float(learn.recorder.values[-1][1])
     print(f"\nfinal validation RMSE {valid_loss**0.5:.4f} (MSE {valid_loss:.4f}), {epochs} epochs in {secs:.1f} s")
     print(_wd_summary(learn, wdl))
-    u = ifnone(user, str(dls.classes[dls.user_name][1]))
     print(f"\ntop 5 recommendations for {dls.user_name} {u}:")
-    print(_rec_table(learn.recommend(_find(dls.classes[dls.user_name], u, '--user'), n=5), 5))
+    print(_rec_table(learn.recommend(uid, n=5), 5))
     out = Path(out)
     m = save_cf(learn, out/'model.cf')
     png = _save_fig(wdl.plot(), out/'weight_decay.png')
@@ -172,7 +176,7 @@ def similar(model:str, # A model file saved by `fastai-cf train` (or `save_cf`)
     return res
 
 # %% ../nbs/07_cli.ipynb #e80d92f4
-def sweep_wd(wds:str='0,0.01,0.1', # Comma-separated weight decay values
+def sweep_wd(wds:str='0,0.1,0.3,1,3', # Comma-separated weight decay values (the fast path's default is 1.5, the lesson's 0.1)
              data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV path
              user_col:str=None, # User column (CSV)
              item_col:str=None, # Item column (default: 'title' for MovieLens)

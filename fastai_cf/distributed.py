@@ -176,7 +176,7 @@ class CFDistributedTrainer(Callback):
     def _keep(self, m, inp, out):
         if self.training and torch.is_grad_enabled(): self._outs.append((m, out))
 
-    def _wd(self, p): return self.learn.opt.opt.param_groups[self._grp[id(p)]]['weight_decay']
+    def _l2(self, p): return self.learn.opt.opt.param_groups[self._grp[id(p)]]['l2']
 
     def before_train(self):
         if isinstance(self.learn.dl, CFDataLoader): self.learn.dl = self._wrap(self.learn.dl)
@@ -194,11 +194,11 @@ class CFDistributedTrainer(Callback):
         if self._lazy:
             m = m or n*N
             for e,out in self._outs:               # LazyAdam's per-lookup penalty, for the global batch, as a loss
-                wd,lookups = self._wd(e.weight),out.numel() // e.embedding_dim
-                if wd: lg = lg + out.float().pow(2).sum() * (wd*N*n / (2*m*lookups))
+                l2,lookups = self._l2(e.weight),out.numel() // e.embedding_dim
+                if l2: lg = lg + out.float().pow(2).sum() * (l2*N*n / (2*m*lookups))
             for p in self._dense:
-                wd = self._wd(p)
-                if wd: lg = lg + p.pow(2).sum() * (wd/2)
+                l2 = self._l2(p)
+                if l2: lg = lg + p.pow(2).sum() * (l2/2)
         self.learn.loss_grad = lg
         self._outs = []
 
@@ -209,12 +209,12 @@ class CFDistributedTrainer(Callback):
                 if s and m.weight.grad is not None and not m.weight.grad.is_sparse: m.weight.grad = _rows_grad(m.weight.grad)
         if self._lazy:
             grps = self.learn.opt.opt.param_groups
-            self._saved_wd = [g['weight_decay'] for g in grps]
-            for g in grps: g['weight_decay'] = 0.
+            self._saved_l2 = [g['l2'] for g in grps]
+            for g in grps: g['l2'] = 0.
 
     def after_step(self):
         if not (self._fit and self._lazy): return
-        for g,wd in zip(self.learn.opt.opt.param_groups, self._saved_wd): g['weight_decay'] = wd
+        for g,l2 in zip(self.learn.opt.opt.param_groups, self._saved_l2): g['l2'] = l2
 
     def _sum_over_ranks(self, mets):
         "Sum the running totals of `AvgLoss`/`AvgMetric`-like metrics over ranks, so `value` covers every row"

@@ -7,6 +7,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/learner.html.md"""
 # %% ../nbs/02_learner.ipynb #9b3a1da4
 from __future__ import annotations
 import numpy as np, torch
+from functools import partial
 from torch import nn
 from fastcore.meta import delegates
 from fastcore.foundation import L
@@ -18,7 +19,7 @@ from fastai.metrics import rmse
 from fastai.collab import EmbeddingNN
 from fastai.tabular.model import get_emb_sz
 from .models import DotProduct, DotProductBias, suggest_n_factors
-from .optimizer import LazyAdam
+from .optimizer import LazyAdam, LazyDecay
 
 # %% auto #0
 __all__ = ['CF_LR', 'CF_WD', 'default_y_range', 'TorchThreads', 'cf_learner']
@@ -74,7 +75,9 @@ class TorchThreads(Callback):
 
 # %% ../nbs/02_learner.ipynb #9b807b47
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
-CF_WD = 0.16  # the fast path's weight decay: `LazyAdam`'s per-lookup L2
+CF_WD = 1.5   # the fast path's weight decay: `LazyAdam`'s decoupled decay of the factor tables
+
+def _is_lazy(opt_func): return opt_func is LazyAdam or (isinstance(opt_func, partial) and opt_func.func is LazyAdam)
 
 @delegates(Learner.__init__)
 def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
@@ -89,11 +92,13 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     "A fastai `Learner` for collaborative filtering on `dls`"
     if not isinstance(dls, DataLoaders):
         raise ValueError(f"cf_learner takes DataLoaders, got a {type(dls).__name__}: build them first, e.g. `CFDataLoaders.from_df(df)`.")
-    fast = fast and isinstance(model, str) and model in ('dot', 'dot_bias') and kwargs.get('opt_func', LazyAdam) is LazyAdam
+    fast = fast and isinstance(model, str) and model in ('dot', 'dot_bias') and _is_lazy(kwargs.get('opt_func', LazyAdam))
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = rmse
     if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
+    if _is_lazy(kwargs.get('opt_func')) and not any(isinstance(cb, LazyDecay) for cb in L(kwargs.get('cbs'))):
+        kwargs['cbs'] = [LazyDecay(), *L(kwargs.get('cbs'))]
     if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
         kwargs['cbs'] = [TorchThreads(1), *L(kwargs.get('cbs'))]
     return Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)

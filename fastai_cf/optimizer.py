@@ -1,4 +1,4 @@
-"""`LazyAdam`: Adam whose step costs what the batch touches, with the lesson's L2 penalty on those rows
+"""`LazyAdam`: Adam whose step costs what the batch touches, with fastai's decoupled weight decay applied lazily
 
 Docs: https://github.com/fastai-cf/fastai_cf/optimizer.html.md"""
 
@@ -7,17 +7,24 @@ Docs: https://github.com/fastai-cf/fastai_cf/optimizer.html.md"""
 # %% ../nbs/02a_optimizer.ipynb #c20d2d5e
 from __future__ import annotations
 from functools import partial
-import torch
+import math, torch
 from fastai.optimizer import OptimWrapper
+from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['RowAdam', 'LazyAdam']
+__all__ = ['RowAdam', 'LazyAdam', 'LazyDecay']
 
 # %% ../nbs/02a_optimizer.ipynb #43b8160a
+_MAX_DECAY = 1 - 1e-6   # the most one step of decay removes
+
+def _decays(p, decay_bias):
+    "Does `LazyAdam`'s `wd` apply to the embedding table `p`? (factor tables; one-column bias tables when `decay_bias`)"
+    return p.dim() == 2 and (decay_bias or p.shape[1] > 1)
+
 class RowAdam(torch.optim.Optimizer):
-    "Adam that updates only the rows of a sparse gradient, with per-lookup L2 `weight_decay`"
-    def __init__(self, params, lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    "Adam that updates only the rows of a sparse gradient, with lazily applied decoupled `weight_decay` and per-lookup `l2`"
+    def __init__(self, params, lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0., l2=0., decay_bias=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l2=l2, decay_bias=decay_bias))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -25,31 +32,60 @@ class RowAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         for grp in self.param_groups:
-            lr,(b1,b2),eps,wd = grp['lr'],grp['betas'],grp['eps'],grp['weight_decay']
+            lr,(b1,b2),eps,wd,l2 = grp['lr'],grp['betas'],grp['eps'],grp['weight_decay'],grp['l2']
+            shrink = math.log1p(-min(lr*wd, _MAX_DECAY))   # at lr*wd >= 1 (`lr_find`'s end), zero rather than flip the weights
             for p in grp['params']:
-                if p.grad is None: continue
                 st = self.state[p]
-                if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                if 'decay' in st: st['decay'] += shrink    # owed by every row, used or not
+                if p.grad is None: continue
+                if 'step' not in st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                if p.grad.is_sparse and wd and 'decay' not in st and _decays(p, grp['decay_bias']):
+                    st.update(decay=shrink, decayed=torch.zeros(len(p), dtype=torch.float64, device=p.device))
                 st['step'] += 1
                 t,m,v = st['step'],st['exp_avg'],st['exp_avg_sq']
-                if p.grad.is_sparse: self._sparse_step(p, m, v, t, lr, b1, b2, eps, wd)
-                else:   # dense gradients (a model's other layers): plain Adam with coupled L2
-                    g = p.grad if not wd else p.grad.add(p, alpha=wd)
+                if p.grad.is_sparse: self._sparse_step(p, st, m, v, t, lr, b1, b2, eps, l2)
+                else:   # dense gradients (a model's other layers): fastai's Adam, decoupled wd and coupled l2
+                    if wd: p.mul_(math.exp(shrink))
+                    g = p.grad if not l2 else p.grad.add(p, alpha=l2)
                     m.mul_(b1).add_(g, alpha=1-b1); v.mul_(b2).addcmul_(g, g, value=1-b2)
                     p.addcdiv_(m, (v/(1-b2**t)).sqrt_().add_(eps), value=-lr/(1-b1**t))
         return loss
 
     @staticmethod
-    def _sparse_step(p, m, v, t, lr, b1, b2, eps, wd):
+    def _catch_up(p, st, idx=None):
+        "Multiply rows `idx` (all when None) by the decay they are owed"
+        d = st['decayed'] if idx is None else st['decayed'][idx]
+        f = (st['decay'] - d).exp_().to(p.dtype)[:,None]
+        if idx is None: p.mul_(f); st['decayed'].fill_(st['decay'])
+        else: p.index_copy_(0, idx, p.index_select(0, idx).mul_(f)); st['decayed'][idx] = st['decay']
+
+    def _sparse_step(self, p, st, m, v, t, lr, b1, b2, eps, l2):
         g = p.grad
         idx,gv = g._indices()[0],g._values()          # uncoalesced: one entry per lookup
-        if wd: gv = gv + p.index_select(0, idx).mul_(wd/idx.numel())
-        g = torch.sparse_coo_tensor(idx[None], gv, p.shape, check_invariants=False).coalesce()
+        n = idx.numel()
+        if l2: gv = torch.cat([gv, gv.new_ones(n, 1)], 1)   # count each row's lookups as they are summed
+        g = torch.sparse_coo_tensor(idx[None], gv, (len(p), gv.shape[1]), check_invariants=False).coalesce()
         idx,gv = g._indices()[0],g._values()
+        if l2: gv = gv[:,:-1].addcmul_(p.index_select(0, idx), gv[:,-1:], value=l2/n)   # at the rows' values in the forward pass
+        if 'decay' in st: self._catch_up(p, st, idx)
         mr = m.index_select(0, idx).mul_(b1).add_(gv, alpha=1-b1)
         vr = v.index_select(0, idx).mul_(b2).addcmul_(gv, gv, value=1-b2)
         m.index_copy_(0, idx, mr); v.index_copy_(0, idx, vr)
         p.index_add_(0, idx, mr.div_(vr.div_(1-b2**t).sqrt_().add_(eps)), alpha=-lr/(1-b1**t))
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)    # which casts every state tensor to its parameter's dtype:
+        ps = [p for g in self.param_groups for p in g['params']]
+        for i,s in state_dict['state'].items():  # keep the decay ledger in float64, so a resumed fit is exact
+            if 'decayed' in s: self.state[ps[i]]['decayed'] = s['decayed'].to(device=ps[i].device, dtype=torch.float64)
+
+    @torch.no_grad()
+    def flush(self):
+        "Apply to every row the weight decay it is owed: the weights become those of dense decoupled decay"
+        for grp in self.param_groups:
+            for p in grp['params']:
+                st = self.state[p]
+                if 'decay' in st: self._catch_up(p, st)
 
 # %% ../nbs/02a_optimizer.ipynb #3bcccfc4
 def LazyAdam(params, # Parameters (or parameter groups) to optimize
@@ -57,7 +93,19 @@ def LazyAdam(params, # Parameters (or parameter groups) to optimize
              mom:float=0.9, # Adam's beta1 (scheduled by `fit_one_cycle`)
              sqr_mom:float=0.99, # Adam's beta2
              eps:float=1e-5, # Added to the denominator
-             wd:float=0., # The lesson's L2 penalty, applied per lookup to the rows a batch uses
+             wd:float=0., # Decoupled weight decay, as fastai's `Adam`: p ← p·(1 − lr·wd) every step; unused rows catch up when next used
+             l2:float=0., # The lesson's L2 penalty, `l2/2·‖row‖²` per lookup, in the gradient of the rows a batch uses
+             decay_bias:bool=False, # Also decay the one-column (bias) tables
             ) -> OptimWrapper:
-    "A fastai optimizer: `RowAdam` (lazy Adam + per-lookup L2) wrapped in `OptimWrapper`"
-    return OptimWrapper(params, opt=partial(RowAdam, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd))
+    "A fastai optimizer: `RowAdam` (lazy Adam, lazily applied decoupled `wd`, per-lookup `l2`) wrapped in `OptimWrapper`"
+    return OptimWrapper(params, opt=partial(RowAdam, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, l2=l2, decay_bias=decay_bias))
+
+class LazyDecay(Callback):
+    "Apply the weight decay `LazyAdam` owes every row after each training phase, before any validation, and at the end of `fit`"
+    order = -20   # before the callbacks that read, log or save the weights
+    def _flush(self):
+        opt = getattr(getattr(self.learn, 'opt', None), 'opt', None)
+        if isinstance(opt, RowAdam): opt.flush()
+    def after_train(self): self._flush()
+    def before_validate(self): self._flush()
+    def after_fit(self): self._flush()

@@ -69,6 +69,8 @@ ERRORS = [
     (('similar', '{model}', '--item', 'No Such Film'), "--item 'No Such Film' is not in the model's vocabulary"),
     (('recommend', '{csv}', '--user', 1), "can't be loaded as a fastai_cf model"),
     (('sweep-wd', '--wds', 'a,b'), "--wds 'a,b' must be comma-separated numbers"),
+    (('train', '--data', '{csv}', '--user', 'nobody'), "--user 'nobody' is not in the model's vocabulary"),   # before training
+    (('train', '--data', '{csv}', '--wd', 60), '--lr 0.02 times --wd 60 must be below 1'),
     (('frobnicate',), "unknown command 'frobnicate'"),
 ]
 

@@ -19,7 +19,7 @@ from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_
 from fastprogress.fastprogress import progress_bar
 from ..data import atomic_write
 from ..learner import cf_learner
-from ..optimizer import RowAdam
+from ..optimizer import RowAdam, _decays
 
 # %% auto #0
 __all__ = ['emb_names', 'weight_norms', 'L2Penalty', 'decay_mode', 'WeightDecayLogger', 'wd_sweep', 'plot_wd_sweep']
@@ -99,9 +99,12 @@ def decay_mode(learn # A fastai `Learner`
     if pen: return f"L2 penalty in the loss (L2Penalty): loss + {pen[0].wd:g} * sum(p**2); the optimizer's wd is set to 0"
     opt = learn.opt if learn.opt is not None else learn.opt_func(learn.splitter(learn.model), lr=learn.lr)
     wd = learn.wd if learn.wd is not None else opt.hypers[0].get('wd', 0.)
-    if not wd: return "no weight decay (wd=0)"
     if isinstance(getattr(opt, 'opt', None), RowAdam):
-        return f"the lesson's L2 penalty on the batch's rows (LazyAdam): grad += {wd:g} * row / lookups, per lookup"
+        l2,bias = opt.hypers[0].get('l2', 0.),opt.opt.param_groups[0]['decay_bias']
+        res = [f"decoupled weight decay of the {'embedding' if bias else 'factor'} tables (LazyAdam, paid lazily): p -= lr * {wd:g} * p each step"] if wd else []
+        if l2: res.append(f"the lesson's L2 penalty on the batch's rows: grad += {l2:g} * row / lookups, per lookup")
+        return '; '.join(res) or "no weight decay (wd=0, l2=0)"
+    if not wd: return "no weight decay (wd=0)"
     steps = [getattr(cb, '__name__', '') for cb in getattr(opt, 'cbs', [])]
     if 'l2_reg' in steps: return f"L2 in the gradient (decouple_wd=False): grad += {wd:g} * p"
     if 'weight_decay' in steps: return f"decoupled weight decay (AdamW style): p -= lr * {wd:g} * p each step"
@@ -149,8 +152,15 @@ class WeightDecayLogger(Callback):
         wd = float(opt.hypers[0].get('wd', 0.)) if opt is not None else 0.
         l2 = sum(float(cb.wd) for cb in self.learn.cbs if isinstance(cb, L2Penalty))
         norms = weight_norms(self.learn.model)
-        return dict(kind=kind, epoch=self.learn.epoch, iter=self.learn.train_iter, progress=progress, wd=wd, l2=l2,
-                    **norms, penalty=(wd+l2)*norms['w_sq'], train_loss=float('nan'), valid_loss=float('nan'), gap=float('nan'))
+        return dict(kind=kind, epoch=self.learn.epoch, iter=self.learn.train_iter, progress=progress, wd=wd, l2=l2, **norms,
+                    penalty=wd*self._decayed_sq(norms) + l2*norms['w_sq'], train_loss=float('nan'), valid_loss=float('nan'), gap=float('nan'))
+
+    def _decayed_sq(self, norms):
+        "Sum of squares of the weights the optimizer's `wd` shrinks: `LazyAdam`'s decayed tables, else every table"
+        opt = getattr(self.learn.opt, 'opt', None)
+        if not isinstance(opt, RowAdam): return norms['w_sq']
+        bias = opt.param_groups[0]['decay_bias']
+        return sum(norms[f'{n}_norm']**2 for n,w in _tables(self.learn.model) if _decays(w, bias))
 
     def _train_loss(self):
         rec = getattr(self.learn, 'recorder', None)
@@ -238,13 +248,13 @@ def _check_wds(wds):
     return [float(w) for w in wds]
 
 def wd_sweep(dls, # `CFDataLoaders` (or fastai's `CollabDataLoaders`)
-             wds=(0, 0.01, 0.03, 0.1, 0.3), # Values of `wd` to try
+             wds=(0, 0.1, 0.3, 1, 3), # Values of `wd` to try (the lesson's 0.1 at bs 64; `CF_WD`, 1.5, on the fast path)
              epochs:int=5, # Epochs of `fit_one_cycle` per value
              lr:float=None, # Maximum learning rate (default: the learner's: `CF_LR` on the fast path, the lesson used 5e-3)
              model='dot_bias', # As for `cf_learner`: a name, or a module (copied afresh for each value)
              n_factors:int=None, # Embedding width (default: `suggest_n_factors(dls)`)
              seed:int=42, # Seed set before each learner is built: the same initialisation and batches for every value
-             mode:str='decoupled', # 'decoupled': the optimizer's own `wd` (`LazyAdam`'s per-lookup L2 on the fast path); 'l2': `L2Penalty(wd)`
+             mode:str='decoupled', # 'decoupled': the optimizer's own `wd` (`LazyAdam`'s lazily paid decay on the fast path); 'l2': `L2Penalty(wd)`
              show_progress:bool=True, # Show a progress bar over the values
              **kwargs # Passed to `cf_learner` (`opt_func`, `cbs`, `y_range`, ...)
             ) -> pd.DataFrame: # One row per value of `wd`; per-epoch histories in `.attrs['curves']`
