@@ -17,7 +17,7 @@ from fastai.torch_core import set_seed, num_distrib, rank_distrib
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from .data import MOVIELENS, CFDataLoaders, atomic_write
-from .learner import cf_learner, _is_lazy, CF_WD
+from .learner import cf_learner, _is_lazy, default_wd
 from .callback.wd import WeightDecayLogger, wd_sweep, plot_wd_sweep, decay_mode
 from .inference import save_cf, load_cf
 from .callback.checkpoint import CFCheckpoint, NaNGuard
@@ -91,7 +91,7 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
           n_factors:int=None, # Embedding width (default: suggest_n_factors)
           epochs:int=5, # Epochs of fit_one_cycle
           lr:float=None, # Peak learning rate (default: cf_learner's, CF_LR for the dot models)
-          wd:float=None, # Weight decay (default: cf_learner's, CF_WD for the dot models)
+          wd:float=None, # Weight decay (default: cf_learner's, default_wd for the dot models)
           bs:int=None, # Batch size (default: CFDataLoaders' default_bs)
           fast:bool_arg=True, # The fast path (sparse embeddings, LazyAdam); false: stock fastai, as the lesson
           split:Annotated[str, 'Validation split', {'choices':_SPLITS}]='random',
@@ -120,7 +120,7 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     learn = _progress(cf_learner(dls, model=model, n_factors=n_factors, cbs=[wdl, NaNGuard()], fast=fast, **kw))
     if _is_lazy(learn.opt_func) and ifnone(lr, learn.lr)*learn.wd >= 1:
         raise ValueError(f"--lr {ifnone(lr, learn.lr):g} times --wd {learn.wd:g} must be below 1: LazyAdam shrinks the factors by "
-                         f"1 - lr*wd each step. Lower --wd (the default is {CF_WD:g}) or --lr.")
+                         f"1 - lr*wd each step. Lower --wd (the default here is {default_wd(dls):.3g}) or --lr.")
     u = ifnone(user, str(dls.classes[dls.user_name][1]))
     uid = _find(dls.classes[dls.user_name], u, '--user')     # an unknown --user fails now, not after training
     t = time.perf_counter()

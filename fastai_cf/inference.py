@@ -22,7 +22,7 @@ from fastai.collab import EmbeddingDotBias, EmbeddingNN
 from . import __version__
 from .data import CFDataLoader, CFDataLoaders, _encode
 from .models import DotProduct, DotProductBias, _cf_names
-from .optimizer import RowAdam
+from .optimizer import _flush_decay
 
 # %% auto #0
 __all__ = ['CFModelFileError', 'save_cf', 'load_cf']
@@ -361,8 +361,7 @@ def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
     if f is not None: raise ValueError(f"{f} is a file, not a folder: save the model somewhere else.")
     u,i,uv,iv = _vocabs(learn)
     cfg = _model_config(learn.model)
-    opt = getattr(getattr(learn, 'opt', None), 'opt', None)
-    if isinstance(opt, RowAdam): opt.flush()   # weight decay `LazyAdam` still owes (a fit stopped by Ctrl-C)
+    _flush_decay(learn)    # weight decay `LazyAdam` still owes (a fit stopped by Ctrl-C)
     state = {k: v.detach().cpu().clone() for k,v in learn.model.state_dict().items()}
     try:
         with torch.device('meta'): check = _build_model(json.loads(json.dumps(cfg)))

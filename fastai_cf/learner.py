@@ -22,7 +22,7 @@ from .models import DotProduct, DotProductBias, suggest_n_factors
 from .optimizer import LazyAdam, LazyDecay
 
 # %% auto #0
-__all__ = ['CF_LR', 'CF_WD', 'default_y_range', 'TorchThreads', 'cf_learner']
+__all__ = ['CF_LR', 'CF_WD_EPOCH', 'default_y_range', 'TorchThreads', 'default_wd', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -75,7 +75,12 @@ class TorchThreads(Callback):
 
 # %% ../nbs/02_learner.ipynb #9b807b47
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
-CF_WD = 1.5   # the fast path's weight decay: `LazyAdam`'s decoupled decay of the factor tables
+CF_WD_EPOCH = 58.5  # the fast path's weight decay times the training batches per epoch (see `default_wd`)
+
+def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
+              ) -> float:
+    "The fast path's weight decay for `dls`: `CF_WD_EPOCH` over the training batches per epoch (1.5 on ml-latest-small at bs 2048)"
+    return CF_WD_EPOCH / max(len(dls.train), 1)
 
 def _is_lazy(opt_func): return opt_func is LazyAdam or (isinstance(opt_func, partial) and opt_func.func is LazyAdam)
 
@@ -86,7 +91,7 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                y_range:tuple=None, # Output range (default: `default_y_range(dls)`)
                loss_func=None, # Loss (default: `MSELossFlat()`)
                metrics=None, # Metrics (default: `rmse`)
-               fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `CF_WD`; False: stock fastai
+               fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `default_wd(dls)`; False: stock fastai
                **kwargs # Passed to `Learner` (`lr`, `wd`, `opt_func`, `cbs`, `path`, ...)
               ) -> Learner:
     "A fastai `Learner` for collaborative filtering on `dls`"
@@ -96,7 +101,7 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = rmse
-    if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=CF_WD) | kwargs
+    if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=default_wd(dls)) | kwargs
     if _is_lazy(kwargs.get('opt_func')) and not any(isinstance(cb, LazyDecay) for cb in L(kwargs.get('cbs'))):
         kwargs['cbs'] = [LazyDecay(), *L(kwargs.get('cbs'))]
     if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':

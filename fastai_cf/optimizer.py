@@ -100,12 +100,14 @@ def LazyAdam(params, # Parameters (or parameter groups) to optimize
     "A fastai optimizer: `RowAdam` (lazy Adam, lazily applied decoupled `wd`, per-lookup `l2`) wrapped in `OptimWrapper`"
     return OptimWrapper(params, opt=partial(RowAdam, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, l2=l2, decay_bias=decay_bias))
 
+def _flush_decay(learn):
+    "Apply the weight decay the `LazyAdam` of `learn` owes every row (nothing for other optimizers)"
+    opt = getattr(getattr(learn, 'opt', None), 'opt', None)
+    if isinstance(opt, RowAdam): opt.flush()
+
 class LazyDecay(Callback):
     "Apply the weight decay `LazyAdam` owes every row after each training phase, before any validation, and at the end of `fit`"
     order = -20   # before the callbacks that read, log or save the weights
-    def _flush(self):
-        opt = getattr(getattr(self.learn, 'opt', None), 'opt', None)
-        if isinstance(opt, RowAdam): opt.flush()
-    def after_train(self): self._flush()
-    def before_validate(self): self._flush()
-    def after_fit(self): self._flush()
+    def after_train(self): _flush_decay(self.learn)
+    def before_validate(self): _flush_decay(self.learn)
+    def after_fit(self): _flush_decay(self.learn)

@@ -248,7 +248,7 @@ def _check_wds(wds):
     return [float(w) for w in wds]
 
 def wd_sweep(dls, # `CFDataLoaders` (or fastai's `CollabDataLoaders`)
-             wds=(0, 0.1, 0.3, 1, 3), # Values of `wd` to try (the lesson's 0.1 at bs 64; `CF_WD`, 1.5, on the fast path)
+             wds=(0, 0.1, 0.3, 1, 3), # Values of `wd` to try (the lesson's 0.1 at bs 64; `default_wd(dls)`, 1.5 on ml-latest-small, on the fast path)
              epochs:int=5, # Epochs of `fit_one_cycle` per value
              lr:float=None, # Maximum learning rate (default: the learner's: `CF_LR` on the fast path, the lesson used 5e-3)
              model='dot_bias', # As for `cf_learner`: a name, or a module (copied afresh for each value)
