@@ -180,6 +180,15 @@ def test_cross_validate_same_folds_for_every_model():
     assert {'rmse', 'mae', 'precision@10', 'recall@10', 'ndcg@10', 'map@10', 'hit@10', 'coverage@10', 'fit_s'} <= set(r.columns)
     np.testing.assert_allclose(r.loc['mean'].values, r.drop(index='mean').mean().values)
 
+def test_cross_validate_times_the_fit_alone(monkeypatch):
+    "`fit_s` is the training time: a slow `evaluate` does not count"
+    import time, fastai_cf.metrics as M
+    real = M.evaluate
+    def slow(*args, **kwargs): time.sleep(1.5); return real(*args, **kwargs)
+    monkeypatch.setattr(M, 'evaluate', slow)
+    r = M.cross_validate(planted(n=600, seed=4), 2, fit=1, bs=64)
+    assert (r.fit_s < 1.5).all(), r.fit_s
+
 def test_cross_validate_stock_fastai_rows():
     "`dls_fn` with fastai's own loaders on a fold's rows sees the same validation rows"
     from fastai.collab import TabularCollab
