@@ -381,4 +381,5 @@ d = { 'settings': { 'branch': 'main',
                                                                                       'fastai_cf/optimizer.py'),
                                      'fastai_cf.optimizer.RowAdam.step': ('optimizer.html#rowadam.step', 'fastai_cf/optimizer.py'),
                                      'fastai_cf.optimizer._decays': ('optimizer.html#_decays', 'fastai_cf/optimizer.py'),
-                                     'fastai_cf.optimizer._flush_decay': ('optimizer.html#_flush_decay', 'fastai_cf/optimizer.py')}}}
+                                     'fastai_cf.optimizer._flush_decay': ('optimizer.html#_flush_decay', 'fastai_cf/optimizer.py'),
+                                     'fastai_cf.optimizer._row_adam': ('optimizer.html#_row_adam', 'fastai_cf/optimizer.py')}}}

@@ -22,7 +22,7 @@ from fastai.learner import Learner
 from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_cycle`
 from .data import MOVIELENS, CFDataLoader, CFDataLoaders, movielens_path, atomic_write
 from .learner import cf_learner
-from .optimizer import RowAdam
+from .optimizer import _row_adam
 from .inference import save_cf
 from .callback.wd import _is_fit
 
@@ -164,7 +164,7 @@ class CFDistributedTrainer(Callback):
         self._frozen = [p for p in model.parameters() if p.requires_grad and not p.numel()]   # e.g. `EmbeddingNN`'s empty `bn_cont`
         for p in self._frozen: p.requires_grad_(False)   # DDP would wait for their gradient forever
         self.ddp = DistributedDataParallel(model, **self.kwargs)
-        self._lazy = isinstance(getattr(self.learn.opt, 'opt', None), RowAdam)
+        self._lazy = _row_adam(self.learn) is not None
         if self._lazy:
             grps = self.learn.opt.opt.param_groups
             self._grp = {id(p): i for i,g in enumerate(grps) for p in g['params']}

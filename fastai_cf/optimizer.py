@@ -25,6 +25,7 @@ class RowAdam(torch.optim.Optimizer):
     "Adam that updates only the rows of a sparse gradient, with lazily applied decoupled `weight_decay` and per-lookup `l2`"
     def __init__(self, params, lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0., l2=0., decay_bias=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l2=l2, decay_bias=decay_bias))
+        self._owed = False   # has a step left decay unpaid since the last `flush`?
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -36,11 +37,11 @@ class RowAdam(torch.optim.Optimizer):
             shrink = math.log1p(-min(lr*wd, _MAX_DECAY))   # at lr*wd >= 1 (`lr_find`'s end), zero rather than flip the weights
             for p in grp['params']:
                 st = self.state[p]
-                if 'decay' in st: st['decay'] += shrink    # owed by every row, used or not
+                if 'decay' in st: st['decay'] += shrink; self._owed = True    # owed by every row, used or not
                 if p.grad is None: continue
                 if 'step' not in st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                 if p.grad.is_sparse and wd and 'decay' not in st and _decays(p, grp['decay_bias']):
-                    st.update(decay=shrink, decayed=torch.zeros(len(p), dtype=torch.float64, device=p.device))
+                    st.update(decay=shrink, decayed=torch.zeros(len(p), dtype=torch.float64, device=p.device)); self._owed = True
                 st['step'] += 1
                 t,m,v = st['step'],st['exp_avg'],st['exp_avg_sq']
                 if p.grad.is_sparse: self._sparse_step(p, st, m, v, t, lr, b1, b2, eps, l2)
@@ -78,14 +79,17 @@ class RowAdam(torch.optim.Optimizer):
         ps = [p for g in self.param_groups for p in g['params']]
         for i,s in state_dict['state'].items():  # keep the decay ledger in float64, so a resumed fit is exact
             if 'decayed' in s: self.state[ps[i]]['decayed'] = s['decayed'].to(device=ps[i].device, dtype=torch.float64)
+        self._owed = True
 
     @torch.no_grad()
     def flush(self):
         "Apply to every row the weight decay it is owed: the weights become those of dense decoupled decay"
+        if not self._owed: return    # e.g. `before_validate` right after `after_train`: nothing to pay twice
         for grp in self.param_groups:
             for p in grp['params']:
                 st = self.state[p]
                 if 'decay' in st: self._catch_up(p, st)
+        self._owed = False
 
 # %% ../nbs/02a_optimizer.ipynb #3bcccfc4
 def LazyAdam(params, # Parameters (or parameter groups) to optimize
@@ -100,10 +104,14 @@ def LazyAdam(params, # Parameters (or parameter groups) to optimize
     "A fastai optimizer: `RowAdam` (lazy Adam, lazily applied decoupled `wd`, per-lookup `l2`) wrapped in `OptimWrapper`"
     return OptimWrapper(params, opt=partial(RowAdam, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, l2=l2, decay_bias=decay_bias))
 
+def _row_adam(learn):
+    "The `RowAdam` inside `learn`'s optimizer, or `None` (no optimizer yet, or another one)"
+    opt = getattr(getattr(learn, 'opt', None), 'opt', None)
+    return opt if isinstance(opt, RowAdam) else None
+
 def _flush_decay(learn):
     "Apply the weight decay the `LazyAdam` of `learn` owes every row (nothing for other optimizers)"
-    opt = getattr(getattr(learn, 'opt', None), 'opt', None)
-    if isinstance(opt, RowAdam): opt.flush()
+    if (opt := _row_adam(learn)) is not None: opt.flush()
 
 class LazyDecay(Callback):
     "Apply the weight decay `LazyAdam` owes every row after each training phase, before any validation, and at the end of `fit`"

@@ -19,7 +19,7 @@ from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_
 from fastprogress.fastprogress import progress_bar
 from ..data import atomic_write
 from ..learner import cf_learner
-from ..optimizer import RowAdam, _decays
+from ..optimizer import RowAdam, _decays, _row_adam
 
 # %% auto #0
 __all__ = ['emb_names', 'weight_norms', 'L2Penalty', 'decay_mode', 'WeightDecayLogger', 'wd_sweep', 'plot_wd_sweep']
@@ -157,8 +157,8 @@ class WeightDecayLogger(Callback):
 
     def _decayed_sq(self, norms):
         "Sum of squares of the weights the optimizer's `wd` shrinks: `LazyAdam`'s decayed tables, else every table"
-        opt = getattr(self.learn.opt, 'opt', None)
-        if not isinstance(opt, RowAdam): return norms['w_sq']
+        opt = _row_adam(self.learn)
+        if opt is None: return norms['w_sq']
         bias = opt.param_groups[0]['decay_bias']
         return sum(norms[f'{n}_norm']**2 for n,w in _tables(self.learn.model) if _decays(w, bias))
 
