@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test: the library in step with the notebooks, the notebooks' lesson cells, then pytest.
+# Every test: the library in step with the notebooks, the notebooks' lesson cells, the docs build, then pytest.
 # Run from an environment where the package is installed with its `dev` extra (see README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,9 @@ if [ "$before" != "$(snap)" ]; then
 fi
 echo "== nbdev-test (lesson cells in every notebook)"
 nbdev-test
+echo "== nbdev-proc-nbs (the docs build up to Quarto: each notebook's import and exported cells, in a fresh namespace)"
+# The same function as the `nbdev-proc-nbs` command, without its first step: offering to sudo-install Quarto when
+# it is missing (no Quarto is needed to process the notebooks; the deploy workflow renders the site).
+python -c "import nbdev.quarto as q; q._ensure_quarto = lambda: None; q.nbdev_proc_nbs()"
 echo "== pytest"
 python -m pytest tests "$@"
