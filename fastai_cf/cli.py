@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/cli.html.md"""
 
 # %% ../nbs/07_cli.ipynb #8047bdeb
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import math, os, sys, time, warnings
 warnings.filterwarnings('ignore', category=FutureWarning)   # torch's deprecation notices, raised while fastai imports
 from pathlib import Path

@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/distributed.html.md"""
 
 # %% ../nbs/08_distributed.ipynb #7fd63cc5
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import contextlib, os, sys, time, warnings
 if __name__ == '__main__': warnings.filterwarnings('ignore', category=FutureWarning)   # as `fastai-cf`: torch's notices while fastai imports
 from pathlib import Path

@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/interpret.html.md"""
 
 # %% ../nbs/05_interpret.ipynb #2414ad76
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from fastai.learner import Learner

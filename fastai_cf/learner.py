@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/learner.html.md"""
 
 # %% ../nbs/02_learner.ipynb #9b3a1da4
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import numpy as np, torch
 from functools import partial
 from torch import nn

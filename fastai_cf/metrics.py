@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/metrics.html.md"""
 
 # %% ../nbs/06_metrics.ipynb #142b424d
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import math, time
 from numbers import Real
 import numpy as np, pandas as pd, torch

@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/callback.checkpoint.html.md"""
 
 # %% ../../nbs/03b_callback.checkpoint.ipynb #d5f08d95
 from __future__ import annotations
+from .. import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import hashlib, random, warnings
 from pathlib import Path
 import numpy as np, torch

@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/callback.wd.html.md"""
 
 # %% ../../nbs/03_callback.wd.ipynb #d6a45ce7
 from __future__ import annotations
+from .. import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import copy, time
 from functools import partial
 import numpy as np, pandas as pd, torch
