@@ -70,7 +70,7 @@ def _surprise(dls, epochs):
     "Surprise SVD (tuned as in DESIGN.md) on `dls`' training rows, scored on its validation rows"
     try: from surprise import SVD, Dataset, Reader
     except ImportError: return None
-    dec = lambda dl: dl.decode_batch((dl.x, dl.y), max_n=None)
+    dec = lambda dl: dl.decode_frame(max_n=None)
     tr,va = dec(dls.train), dec(dls.valid)
     trainset = Dataset.load_from_df(tr[['userId','title','rating']], Reader(rating_scale=(0.5, 5))).build_full_trainset()
     algo = SVD(n_factors=50, reg_all=0.05, lr_all=0.007, n_epochs=40, random_state=42)

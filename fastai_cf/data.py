@@ -6,21 +6,23 @@ Docs: https://github.com/fastai-cf/fastai_cf/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #c8765af3
 from __future__ import annotations
-import hashlib, importlib.resources, os, shutil, tempfile, warnings, zipfile
+import hashlib, importlib.resources, inspect, os, shutil, tempfile, warnings, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from fastcore.basics import store_attr, ifnone, listify
+from fastcore.basics import store_attr, ifnone, listify, patch
 from fastcore.meta import delegates
+from fastcore.foundation import L
 from fastai.torch_core import default_device, display_df, to_device
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import RandomSplitter, CategoryMap
 from fastai.data.external import fastai_path
 from fastai.collab import CollabDataLoaders
+from fastai.learner import Learner
 
 # %% auto #0
 __all__ = ['MOVIELENS', 'atomic_write', 'check_file', 'movielens_path', 'load_movielens', 'synth_ratings', 'check_ratings',
-           'read_ratings_csv', 'cf_splits', 'CFDataLoader', 'default_bs', 'CFDataLoaders']
+           'read_ratings_csv', 'cf_splits', 'CFDataset', 'CFDataLoader', 'default_bs', 'CFDataLoaders']
 
 # %% ../nbs/00_data.ipynb #90e97f20
 _GL = 'https://files.grouplens.org/datasets/movielens/'
@@ -228,9 +230,11 @@ def _check_ids(df, col, what):
     return codes,uniq
 
 # %% ../nbs/00_data.ipynb #5e8e1a5d
-def _check(df, user_name=None, item_name=None, rating_name=None, duplicates='keep'):
+def _check(df, user_name=None, item_name=None, rating_name=None, duplicates=None):
     "`check_ratings`, also returning the column names and the factorized ids"
     if not isinstance(df, pd.DataFrame): raise ValueError(f"Expected a pandas DataFrame of ratings, got {type(df).__name__}")
+    warn_dups = duplicates is None     # kept, as fastai keeps them; said once, unless 'keep' was asked for
+    duplicates = ifnone(duplicates, 'keep')
     if duplicates not in _DUPS: raise ValueError(f"duplicates={duplicates!r}: use one of {_DUPS}")
     if len(df.columns) == 0 or len(df) == 0: raise ValueError("The ratings frame is empty (no rows or no columns): nothing to train on.")
     u,i,r = _col_names(df, user_name, item_name, rating_name)
@@ -254,7 +258,7 @@ def _check(df, user_name=None, item_name=None, rating_name=None, duplicates='kee
     dup = pair.duplicated(keep='last').to_numpy()
     n_dup = int(dup.sum())
     if n_dup == 0 or duplicates == 'keep':
-        if n_dup: warnings.warn(f"{n_dup} repeated ({u}, {i}) pair(s) kept as separate ratings (duplicates='keep', as fastai does). "
+        if n_dup and warn_dups: warnings.warn(f"{n_dup} repeated ({u}, {i}) pair(s) kept as separate ratings (duplicates='keep', as fastai does). "
                                 "Pass duplicates='last', 'mean' or 'error' to change that.")
         return df,(u,i,r),(fu,fi)
     if duplicates == 'error':
@@ -268,7 +272,7 @@ def check_ratings(df:pd.DataFrame, # One row per rating
                   user_name:str=None, # User column (default: the first)
                   item_name:str=None, # Item column (default: the second)
                   rating_name:str=None, # Rating column (default: the third)
-                  duplicates:str='keep', # Repeated (user, item) pairs: 'keep', 'last', 'mean' or 'error'
+                  duplicates:str=None, # Repeated (user, item) pairs: 'keep', 'last', 'mean' or 'error' (default: 'keep', with a warning)
                  ) -> pd.DataFrame: # `df` with float ratings, duplicates handled
     "Check `df` for collaborative filtering, raising a `ValueError` that names the problem and its fix"
     return _check(df, user_name, item_name, rating_name, duplicates)[0]
@@ -345,53 +349,148 @@ def _check_splits(splits, n):
                                    "the model would be validated on rows it trained on.")
     return tr,va
 
-# %% ../nbs/00_data.ipynb #7f3e025f
-class CFDataLoader(DataLoader):
-    "A `DataLoader` whose batches are slices of an id tensor `x` and a rating tensor `y`"
-    def __init__(self, x, y=None, classes=None, cat_names=None, y_names=None, bs=64, shuffle=False, drop_last=False, device=None, **kwargs):
-        self.x,self.y = x,y
-        store_attr('classes,cat_names,y_names')
-        super().__init__(dataset=range(len(x)), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
-
-    @property
-    def n_inp(self): return 1
+# %% ../nbs/00_data.ipynb #a1c0d5e1
+class CFDataset:
+    "The rows of one split, as tensors: id codes `x` `(n, 2)`, ratings `y` `(n, 1)`, and the vocab that names them"
+    def __init__(self, x:torch.Tensor, # `(n, 2)` long tensor of `[user, item]` codes
+                 y:torch.Tensor=None, # `(n, 1)` float tensor of ratings (`None` for unlabelled rows)
+                 classes:dict=None, # `{column name: CategoryMap}`, as fastai's `dls.classes`
+                 cat_names:list=None, # `[user column, item column]`
+                 y_names:list=None, # `[rating column]`
+                 rows=None, # Positions of these rows in the ratings frame (for `items`' index)
+                 index:pd.Index=None, # The ratings frame's index
+                ):
+        store_attr()
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i): return (self.x[i],) if self.y is None else (self.x[i], self.y[i])
     @property
     def tensors(self): return (self.x,) if self.y is None else (self.x, self.y)
+    @property
+    def cont_names(self): return []
+    @property
+    def x_names(self): return list(self.cat_names)
+    @property
+    def n_inp(self): return 1
 
-    def get_idxs(self): return torch.randperm(self.n, device=self.x.device) if self.shuffle else torch.arange(self.n)
+    def _index(self): return None if self.rows is None or self.index is None else self.index[self.rows]
+
+    @property
+    def items(self) -> pd.DataFrame:
+        "The rows as fastai's `TabularPandas.items` holds them: user and item codes, then the rating, indexed as in the ratings frame"
+        u,i = self.cat_names
+        d = {u: self.x[:,0].cpu().numpy(), i: self.x[:,1].cpu().numpy()}
+        if self.y is not None: d[self.y_names[0]] = self.y[:,0].cpu().numpy()
+        return pd.DataFrame(d, index=self._index())
+
+    def decode(self, x:torch.Tensor=None, y=None, max_n:int=None) -> pd.DataFrame:
+        "Rows `x` (default: all of them) and ratings `y` (or predictions) with the user and item names"
+        if x is None: x,y = self.x,self.y
+        u,i = self.cat_names
+        x = x[:max_n].cpu()
+        d = {u: list(self.classes[u].items[x[:,0].numpy()]), i: list(self.classes[i].items[x[:,1].numpy()])}
+        if y is not None and self.y_names: d[self.y_names[0]] = y[:max_n].reshape(len(x), -1)[:,0].detach().cpu().float().numpy()
+        return pd.DataFrame(d)
+
+    def show(self, max_n:int=10, **kwargs): display_df(self.decode(max_n=max_n))
+
+# %% ../nbs/00_data.ipynb #7f3e025f
+_ORDERS = ('fastai', 'perm')
+_FASTAI_ORDER_MAX = 1 << 22   # beyond ~4M rows fastai's sampling costs seconds an epoch: permute instead
+
+class CFDataLoader(DataLoader):
+    "A fastai `DataLoader` whose batches are slices of a `CFDataset`'s id tensor `x` and rating tensor `y`"
+    def __init__(self, dataset:CFDataset, # The rows
+                 bs:int=64, # Batch size
+                 shuffle:bool=False, # Draw the rows in a random order each epoch
+                 drop_last:bool=False, # Drop the last partial batch
+                 device=None, # Device the batches are moved to
+                 order:str=None, # 'fastai': rows drawn as fastai's collab loader draws them; 'perm': every row once (default: 'fastai' up to ~4M rows)
+                 wgts=None, # Sampling weight of each row (order 'fastai'), as fastai's `TabWeightedDL`
+                 **kwargs # Passed to fastai's `DataLoader` (`num_workers`, `pin_memory`, ...: accepted, not needed)
+                ):
+        self.order = ifnone(order, 'fastai' if len(dataset) <= _FASTAI_ORDER_MAX else 'perm')
+        if self.order not in _ORDERS: raise ValueError(f"order={order!r}: use 'fastai' or 'perm'.")
+        super().__init__(dataset=dataset, bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
+        self.wgts = None
+        if shuffle and self.order == 'fastai' and self.n:   # fastai's `TabWeightedDL`, draw for draw (it draws one epoch when built)
+            w = np.ones(self.n) if wgts is None else np.asarray(wgts, dtype=np.float64)
+            if len(w) != self.n: raise ValueError(f"wgts has {len(w)} weights for {self.n} rows: give one per training row.")
+            self.wgts = w / w.sum()
+            self.get_idxs()
+
+    @property
+    def x(self): return self.dataset.x
+    @property
+    def y(self): return self.dataset.y
+    @property
+    def n_inp(self): return 1
+
+    def get_idxs(self):
+        "This epoch's rows: `n` draws with replacement by `wgts` (order 'fastai', numpy's global RNG, as fastai), or a `torch.randperm`"
+        if not self.shuffle or not self.n: return torch.arange(self.n)
+        if self.order == 'perm': return torch.randperm(self.n)
+        return torch.from_numpy(np.random.choice(self.n, self.n, p=self.wgts))
+
     def __iter__(self):
-        ts = self.tensors
-        if self.shuffle:    # one gather per epoch, then every batch is a view
-            idxs = self.get_idxs()
+        self.randomize()     # as fastai, a fresh generator each pass: epoch n shuffles as fastai's epoch n
+        ts = self.dataset.tensors
+        if self.shuffle:     # one gather per epoch, then every batch is a view
+            idxs = self.get_idxs().to(ts[0].device)
             ts = tuple(t[idxs] for t in ts)
         if self.device is not None and ts[0].device != self.device: ts = to_device(ts, self.device)
         stop = self.n - self.n % self.bs if self.drop_last else self.n
         for i in range(0, stop, self.bs): yield tuple(t[i:i+self.bs] for t in ts)
 
-    def new(self, x=None, y=None, **kwargs):
-        if x is None: x,y = self.x,self.y
-        kw = dict(classes=self.classes, cat_names=self.cat_names, y_names=self.y_names, bs=self.bs,
-                  shuffle=self.shuffle, drop_last=self.drop_last, device=self.device)
+    def new(self, x=None, y=None, dataset=None, **kwargs):
+        "A loader like this one, on `dataset` (or rows `x`, `y`, or these rows), with `kwargs` changed"
+        if dataset is None:
+            d = self.dataset
+            dataset = d if x is None else CFDataset(x, y, d.classes, d.cat_names, d.y_names)
+        kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device, order=self.order,
+                  wgts=None if self.wgts is None or dataset is not self.dataset else self.wgts)
         if 'get_idxs' in kwargs: kw['shuffle'] = False   # `Learner.get_preds` asks for a fixed order
-        kw.update({k:v for k,v in kwargs.items() if k in ('bs','shuffle','drop_last','device','classes')})
-        return type(self)(x, y, cat_names=kw.pop('cat_names'), y_names=kw.pop('y_names'), **kw)
+        if kwargs.get('order', self.order) != self.order: kw['wgts'] = None
+        kw.update({k:v for k,v in kwargs.items() if k in kw})
+        return type(self)(dataset, **kw)
 
     def to(self, device):
         self.device = device
-        self.x = self.x.to(self.device)
-        if self.y is not None: self.y = self.y.to(self.device)
+        d = self.dataset
+        d.x = d.x.to(self.device)
+        if d.y is not None: d.y = d.y.to(self.device)
         return self
 
-    def decode_batch(self, b, max_n=9):
-        "The rows of batch `b` as a frame of names"
-        u,i = self.cat_names
-        x = b[0][:max_n].cpu()
-        d = {u: [self.classes[u].items[j] for j in x[:,0].tolist()], i: [self.classes[i].items[j] for j in x[:,1].tolist()]}
-        if len(b) > 1 and self.y_names: d[self.y_names[0]] = b[1][:max_n,0].cpu().numpy()
-        return pd.DataFrame(d)
+    def decode_frame(self, b=None, # A batch `(x,)` or `(x, y)` (default: the whole loader's rows)
+                     max_n:int=9, # At most this many rows (`None`: all)
+                    ) -> pd.DataFrame:
+        "The rows of batch `b` as a frame of names (and ratings)"
+        b = ifnone(b, self.dataset.tensors)
+        return self.dataset.decode(b[0], b[1] if len(b) > 1 else None, max_n=max_n)
 
-    def show_batch(self, b=None, max_n=9, show=True, **kwargs):
-        df = self.decode_batch(ifnone(b, self.one_batch()), max_n=max_n)
+    def decode_batch(self, b, # A batch `(x,)` or `(x, y)`, `y` the ratings or predictions
+                     max_n:int=9, # At most this many rows (`None`: all)
+                     full:bool=True, # Unused (fastai's argument)
+                    ) -> list:
+        "Batch `b` as fastai's `decode_batch` gives it: per row a tuple `(user and item as a pd.Series, rating)`"
+        df = self.decode_frame(b, max_n=max_n)
+        u,i = self.dataset.cat_names
+        r = self.dataset.y_names[0] if self.dataset.y_names and self.dataset.y_names[0] in df else None
+        rows = df[[u,i]].to_dict('records')
+        return [(pd.Series(o),) if r is None else (pd.Series(o), float(v)) for o,v in zip(rows, df[r] if r else rows)]
+
+    def show_batch(self, b=None, max_n:int=9, show:bool=True, **kwargs):
+        "Show batch `b` (default: `one_batch()`) with names, as fastai's"
+        df = self.decode_frame(ifnone(b, self.one_batch()), max_n=max_n)
+        if not show: return df
+        display_df(df)
+
+    def show_results(self, b, # A batch `(x, y)`
+                     out, # The model's predictions for it
+                     max_n:int=9, ctxs=None, show:bool=True, **kwargs):
+        "Show batch `b` with the predictions `out` beside the ratings (`Learner.show_results`), as fastai's"
+        df = self.decode_frame(b, max_n=max_n)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        df[self.dataset.y_names[0]+'_pred'] = out[:max_n].reshape(len(df), -1)[:,0].detach().cpu().float().numpy()
         if not show: return df
         display_df(df)
 
@@ -400,10 +499,16 @@ def _encode(s, vocab):
     "Codes of `s` in `vocab` (a `CategoryMap` with '#na#' first); unknown values get 0, as fastai's `Categorify`"
     return pd.Index(list(vocab.items[1:])).get_indexer(pd.Series(s).to_numpy()).astype(np.int64) + 1
 
+_VOCABS = ('fastai', 'all', 'train')
+
+def _fastai_all_rows(col):
+    "Does fastai's `CollabDataLoaders` take `col`'s vocab from every row? Yes for the columns its `df_shrink` makes categorical"
+    return isinstance(col.dtype, pd.CategoricalDtype) or col.dtype.name.startswith(('object', 'str'))
+
 def _vocab(col, codes, uniq, rows=None):
-    "fastai's `CategoryMap(col[rows], add_na=True)` and the codes of all of `col`, from a factorization of `col`"
-    if isinstance(col.dtype, pd.CategoricalDtype):    # fastai keeps a categorical's own order
-        vocab = CategoryMap(col if rows is None else col.iloc[rows], add_na=True)
+    "fastai's `CategoryMap(col[rows], add_na=True)` and the codes of all of `col` (0 for ids outside it), from a factorization of `col`"
+    if isinstance(col.dtype, pd.CategoricalDtype):    # fastai keeps a categorical's own categories and order
+        vocab = CategoryMap(col, add_na=True)
         return vocab,_encode(col, vocab)
     keep = np.ones(len(uniq), bool) if rows is None else np.bincount(codes[rows], minlength=len(uniq)) > 0
     kept = np.flatnonzero(keep)
@@ -430,6 +535,26 @@ def default_bs(n_train:int # Training rows
     return min(2048 if n_train < 1_000_000 else 8192, max(16, n_train // 16))   # small data: at least ~16 batches
 
 # %% ../nbs/00_data.ipynb #34c6b927
+_DL_KWARGS = ('num_workers', 'pin_memory', 'timeout', 'persistent_workers', 'pin_memory_device', 'indexed', 'wgts')
+
+def _check_bs(what, v):
+    if v is not None and (not isinstance(v, (int,np.integer)) or isinstance(v, bool) or v < 1):
+        raise ValueError(f"{what}={v!r} must be a positive whole number (e.g. 64).")
+
+def _dl_kwargs(kwargs, dl_type, dl_kwargs, n):
+    "fastai's `DataLoaders` keywords that mean nothing for tensor batches: accepted as fastai does, unknown ones refused"
+    if dl_type is not None and not (isinstance(dl_type, type) and issubclass(dl_type, CFDataLoader)):
+        raise ValueError(f"dl_type={dl_type!r}: `CFDataLoaders` batches are tensor slices (`CFDataLoader`); "
+                         "for another DataLoader type use fastai's `CollabDataLoaders`.")
+    if n is not None: raise ValueError(f"n={n!r} is not supported: pass the rows you want in `ratings` (or `splits=`).")
+    bad = [k for k in kwargs if k.removeprefix('val_') not in _DL_KWARGS]
+    if bad: raise TypeError(f"CFDataLoaders.from_df() got unexpected keyword argument(s) {bad}; it takes fastai's "
+                            f"`CollabDataLoaders.from_df` arguments and the DataLoader options {list(_DL_KWARGS)}.")
+    for d in L(dl_kwargs):
+        bad = [k for k in d if k not in _DL_KWARGS + ('bs', 'shuffle', 'drop_last')]
+        if bad: raise TypeError(f"dl_kwargs: unexpected keyword argument(s) {bad}.")
+    return {k:v for k,v in kwargs.items() if not k.startswith('val_')},{k[4:]:v for k,v in kwargs.items() if k.startswith('val_')}
+
 class CFDataLoaders(CollabDataLoaders):
     "fastai's `CollabDataLoaders`, built once into tensors: drop-in, and much faster"
     @classmethod
@@ -439,49 +564,89 @@ class CFDataLoaders(CollabDataLoaders):
                 item_name:str=None, # Item column (default: the second)
                 rating_name:str=None, # Rating column (default: the third)
                 seed:int=None, # Random seed for the split
+                path='.', # fastai's `path`, where `Learner` saves models
+                bs:int=None, # Batch size (default: fastai's 64; `cf_learner`'s fast path then picks its own, see `default_bs`)
+                val_bs:int=None, # Validation batch size (default: `bs`)
+                shuffle:bool=True, # Shuffle training rows each epoch
+                val_shuffle:bool=False, # Shuffle validation rows each epoch
+                drop_last:bool=None, # Drop the last partial training batch (default: `shuffle`, as fastai)
+                device=None, # Device for the tensors (default: fastai's `default_device()`)
                 split:str='random', # 'random' (fastai's `RandomSplitter`), 'time' or 'user'
                 splits:tuple=None, # Explicit `(train_idx, valid_idx)` positions; overrides `split`
-                bs:int=None, # Batch size (default: `default_bs`, what the fast path is tuned for; fastai's is 64)
-                val_bs:int=None, # Validation batch size (default: `bs`)
-                device=None, # Device for the tensors (default: fastai's `default_device()`)
-                duplicates:str='keep', # Repeated (user, item) pairs, see `check_ratings`
+                duplicates:str=None, # Repeated (user, item) pairs, see `check_ratings` (default: kept, with a warning)
                 time_name:str='timestamp', # Time column, for split='time'
-                path='.', # fastai's `path`, where `Learner` saves models
-                shuffle:bool=True, # Shuffle training rows each epoch
-                vocab:str='all', # Build the vocab from 'all' rows (as fastai's `CollabDataLoaders`) or 'train' rows only
+                vocab:str='fastai', # Vocab rows: 'fastai' (as `CollabDataLoaders`), 'all' rows or 'train' rows only
+                order:str=None, # How training rows are drawn, see `CFDataLoader` (default: as fastai, up to ~4M training rows)
+                shuffle_train:bool=None, # (Deprecated in fastai, use `shuffle`)
+                n:int=None, # fastai's `n` (only `None`)
+                dl_type=None, # fastai's `dl_type` (only `CFDataLoader`)
+                dl_kwargs:list=None, # Per-loader options `[train, valid]`, as fastai's
+                **kwargs # fastai's DataLoader options (`num_workers`, `pin_memory`, ...), also as `val_*`
                ):
         "Check `ratings`, split it, and build tensor `DataLoaders` for collaborative filtering"
-        for what,v in (('bs',bs), ('val_bs',val_bs)):
-            if v is not None and (not isinstance(v, (int,np.integer)) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{what}={v!r} must be a positive whole number (e.g. 64).")
+        for what,v in (('bs',bs), ('val_bs',val_bs)): _check_bs(what, v)
+        kw,val_kw = _dl_kwargs(kwargs, dl_type, dl_kwargs, n)
+        if shuffle_train is not None:
+            shuffle = shuffle_train
+            warnings.warn('`shuffle_train` is deprecated. Use `shuffle` instead.', DeprecationWarning)
+        if vocab not in _VOCABS: raise ValueError(f"vocab={vocab!r}: use one of {_VOCABS} ('fastai' builds it as `CollabDataLoaders`).")
         if splits is None: _check_pct(valid_pct)
         df,(u,i,r),facts = _check(ratings, user_name, item_name, rating_name, duplicates=duplicates)
         if splits is not None: splits = _check_splits(splits, len(df))
-        if bs is None: bs = default_bs(int(len(df) * (1 - valid_pct)) if splits is None else len(splits[0]))
         tr,va = splits if splits is not None else cf_splits(df, split, valid_pct, seed, u, time_name)
-        if vocab not in ('all','train'): raise ValueError(f"vocab={vocab!r}: use 'all' (as fastai) or 'train'.")
         classes,codes = {},[]
-        for n,(c,uniq) in zip((u,i), facts):
-            classes[n],enc = _vocab(df[n], c, uniq, None if vocab == 'all' else tr)
+        for c,(fc,uniq) in zip((u,i), facts):
+            every = vocab == 'all' or (vocab == 'fastai' and _fastai_all_rows(df[c]))
+            classes[c],enc = _vocab(df[c], fc, uniq, None if every else tr)
             codes.append(enc)
         x = np.stack(codes, axis=1)
         y = df[r].to_numpy(np.float32).reshape(-1,1)
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
-        return cls._from_tensors(t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), classes, [u,i], [r],
-                                 bs=bs, val_bs=val_bs, device=device, path=path, shuffle=shuffle)
+        small = np.int32 if len(df) < 2**31 else np.int64    # the rows' positions, for `items`' index
+        dk = list(dl_kwargs or []) + [{}, {}]
+        dsets = [CFDataset(t(x[s]), t(y[s]), classes, [u,i], [r], rows=s.astype(small), index=df.index) for s in (tr,va)]
+        dls = cls._from_datasets(*dsets, bs=ifnone(bs, 64), val_bs=val_bs, shuffle=shuffle, val_shuffle=val_shuffle,
+                                 drop_last=drop_last, device=device, path=path, order=order,
+                                 kwargs=[kw | dk[0], kw | val_kw | dk[1]])
+        dls.bs_given = bs is not None
+        return dls
 
     @classmethod
-    def _from_tensors(cls, xt, yt, xv, yv, classes, cat_names, y_names, bs=64, val_bs=None, device=None, path='.',
-                      shuffle=True):
+    def _from_datasets(cls, dtrain, dvalid, bs=64, val_bs=None, shuffle=True, val_shuffle=False, drop_last=None,
+                       device=None, path='.', order=None, kwargs=({}, {})):
         device = ifnone(device, default_device())
-        n_valid_unseen = int(_unseen(xt, xv, [len(classes[n]) for n in cat_names]).sum())
-        kw = dict(classes=classes, cat_names=cat_names, y_names=y_names, device=device)
+        for d in (dtrain, dvalid): d.x,d.y = d.x.to(device),d.y.to(device)
         # drop the last partial batch, as fastai does, unless that would leave no batch at all
-        trn = CFDataLoader(xt.to(device), yt.to(device), bs=bs, shuffle=shuffle, drop_last=shuffle and len(xt) >= bs, **kw)
-        val = CFDataLoader(xv.to(device), yv.to(device), bs=ifnone(val_bs, bs), **kw)
+        drop_last = ifnone(drop_last, shuffle) and len(dtrain) >= bs
+        trn = CFDataLoader(dtrain, bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, order=order, **kwargs[0])
+        val = CFDataLoader(dvalid, bs=ifnone(val_bs, bs), shuffle=val_shuffle, device=device, order=order,
+                           **{k:v for k,v in kwargs[1].items() if k != 'wgts'})
+        return cls._wrap(trn, val, path=path, device=device)
+
+    @classmethod
+    def _wrap(cls, trn, val, path='.', device=None, bs_given=True, n_valid_unseen=None):
         dls = cls(trn, val, path=path, device=device)
-        dls.classes,dls.cat_names,dls.y_names,dls.n_valid_unseen = classes,cat_names,y_names,n_valid_unseen
+        d = trn.dataset
+        dls.classes,dls.cat_names,dls.y_names = d.classes,d.cat_names,d.y_names
+        if n_valid_unseen is None: n_valid_unseen = int(_unseen(d.x, val.x, [len(d.classes[n]) for n in d.cat_names]).sum())
+        dls.n_valid_unseen = n_valid_unseen
+        dls.bs_given = bs_given
         return dls
+
+    @classmethod
+    def _from_tensors(cls, xt, yt, xv, yv, classes, cat_names, y_names, **kwargs):
+        "Loaders on ready-made tensors (`kwargs`: see `_from_datasets`)"
+        return cls._from_datasets(CFDataset(xt, yt, classes, cat_names, y_names), CFDataset(xv, yv, classes, cat_names, y_names), **kwargs)
+
+    def rebatch(self, bs:int, # Training batch size
+                val_bs:int=None, # Validation batch size (default: `bs`)
+                order:str='perm', # How the new training loader draws rows, see `CFDataLoader`
+               ) -> CFDataLoaders: # New loaders on the same tensors (the vocab, rows and split are shared)
+        "These loaders with another batch size (and every row once an epoch): what `cf_learner`'s fast path trains on"
+        _check_bs('bs', bs); _check_bs('val_bs', val_bs)
+        trn = self.train.new(bs=bs, order=order, drop_last=self.train.shuffle and self.train.n >= bs)
+        return type(self)._wrap(trn, self.valid.new(bs=ifnone(val_bs, bs)), path=self.path, device=self.device,
+                                n_valid_unseen=self.n_valid_unseen)
 
     @property
     def user_name(self): return self.cat_names[0]
@@ -495,9 +660,12 @@ class CFDataLoaders(CollabDataLoaders):
     def from_csv(cls, csv, # Path to a ratings CSV
                  sep:str=',', # Field separator
                  encoding:str='utf-8-sig', # Text encoding
-                 **kwargs):
+                 **kwargs # `from_df`'s arguments; any others go to `pd.read_csv` (`header`, `names`, `usecols`, ...)
+                ):
         "Build from a ratings CSV, see `read_ratings_csv`"
-        return cls.from_df(read_ratings_csv(csv, sep=sep, encoding=encoding), **kwargs)
+        ours = set(inspect.signature(cls.from_df).parameters) | {f'val_{k}' for k in _DL_KWARGS} | set(_DL_KWARGS)
+        read_kw = {k:kwargs.pop(k) for k in list(kwargs) if k not in ours}
+        return cls.from_df(read_ratings_csv(csv, sep=sep, encoding=encoding, **read_kw), **kwargs)
 
     @classmethod
     @delegates(from_df)
@@ -507,27 +675,52 @@ class CFDataLoaders(CollabDataLoaders):
                        **kwargs):
         "Build from MovieLens set `name`, users `userId`, items by `item_name`, target `rating`"
         df = load_movielens(name, titles=(item_name=='title'), path=path)
+        # a few different films share a title: their (user, title) pairs are real, separate ratings, kept as fastai keeps them
+        kwargs = dict(duplicates='keep') | kwargs
         return cls.from_df(df, user_name='userId', item_name=item_name, rating_name='rating', **kwargs)
 
-    def test_dl(self, test_items:pd.DataFrame, # Rows with the user and item columns (and the rating, if known)
+    def test_dl(self, test_items, # Rows with the user and item columns (and the rating, if known): a DataFrame, or a list of rows (`pd.Series`/dicts)
+                rm_type_tfms=None, # Unused (fastai's argument)
                 with_labels:bool=None, # Keep the rating column (default: when present)
                 bs:int=None, # Batch size (default: the validation loader's)
+                **kwargs # fastai's DataLoader options (`num_workers`, ...: accepted, not needed)
                ) -> CFDataLoader:
         "Encode new rows with the training vocab; unknown ids become index 0 (and are counted in a warning)"
         u,i = self.cat_names
-        if not isinstance(test_items, pd.DataFrame): raise ValueError(f"test_dl takes a DataFrame with columns {u!r} and {i!r}, got {type(test_items).__name__}.")
+        if isinstance(test_items, pd.Series): test_items = test_items.to_frame().T
+        elif isinstance(test_items, (list, tuple, L)) and all(isinstance(o, (pd.Series, dict)) for o in test_items):
+            test_items = pd.DataFrame([dict(o) for o in test_items])
+        if not isinstance(test_items, pd.DataFrame):
+            raise ValueError(f"test_dl takes a DataFrame (or a list of rows as pd.Series/dicts) with columns {u!r} and {i!r}, got {type(test_items).__name__}.")
         missing = [c for c in (u,i) if c not in test_items.columns]
         if missing: raise ValueError(f"test_dl: column(s) {missing} not found; the frame has {list(test_items.columns)}.")
-        x = torch.from_numpy(np.stack([_encode(test_items[c], self.classes[c]) for c in (u,i)], axis=1))
+        x = torch.from_numpy(np.stack([_encode(test_items[c].infer_objects(), self.classes[c]) for c in (u,i)], axis=1))
         _report_unseen(int((x == 0).any(1).sum()), 'test')
         y = None
         if ifnone(with_labels, self.rating_name in test_items.columns):
-            y = torch.from_numpy(test_items[self.rating_name].to_numpy(np.float32).reshape(-1,1))
+            y = torch.from_numpy(pd.to_numeric(test_items[self.rating_name]).to_numpy(np.float32).reshape(-1,1))
         return self.valid.new(x.to(self.device), None if y is None else y.to(self.device), bs=ifnone(bs, self.valid.bs), shuffle=False, drop_last=False)
 
     def new_empty(self):
         "These loaders without their rows (what `Learner.export` saves)"
-        u,i = self.cat_names
         e = lambda: (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1))
         return type(self)._from_tensors(*e(), *e(), self.classes, self.cat_names, self.y_names,
                                         bs=self.train.bs, val_bs=self.valid.bs, device=torch.device('cpu'), path=self.path)
+
+# %% ../nbs/00_data.ipynb #d0a11c07
+_fastai_predict = Learner.predict
+
+@patch
+def predict(self:Learner, item, # One row: a `pd.Series` or dict with the user and item columns
+            rm_type_tfms=None, # fastai's argument (unused on `CFDataLoaders`)
+            with_input:bool=False, # Also return the decoded row
+           ) -> tuple: # `(rating, prediction, prediction)`, as fastai's (with the row first if `with_input`)
+    "fastai's `Learner.predict`; on `CFDataLoaders` it works for a collab row (stock fastai's fails on one)"
+    if not isinstance(self.dls, CFDataLoaders): return _fastai_predict(self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
+    dl = self.dls.test_dl([item], with_labels=False)
+    # two copies of the row: fastai's `get_preds` flattens a lone 1-d prediction to a scalar (`detuplify`)
+    dl = dl.new(dl.x.repeat(2, 1), None)
+    inp,preds,_,dec_preds = self.get_preds(dl=dl, with_input=True, with_decoded=True)
+    dec_inp,dec_targ = self.dls.decode_batch((inp, dec_preds), max_n=1)[0]
+    res = dec_targ,dec_preds[0],preds[0]
+    return (dec_inp,)+res if with_input else res

@@ -8,10 +8,11 @@ Docs: https://github.com/fastai-cf/fastai_cf/models.html.md"""
 from __future__ import annotations
 import torch
 from torch import nn
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, ifnone, patch
 from fastai.torch_core import Module
 from fastai.layers import Embedding, sigmoid_range
 from fastai.tabular.model import emb_sz_rule
+from fastai.collab import EmbeddingDotBias
 
 # %% auto #0
 __all__ = ['DotProduct', 'DotProductBias', 'suggest_n_factors', 'emb_sz_rule']
@@ -49,17 +50,29 @@ class DotProduct(Module):
         return self._out(self._dot(x))
 
     @classmethod
+    def from_classes(cls, n_factors:int, # Width of the embeddings
+                     classes:dict, # fastai's `dls.classes`: `{column: CategoryMap}`
+                     user:str=None, # User column (default: the first key of `classes`)
+                     item:str=None, # Item column (default: the second key)
+                     y_range:tuple|None=None, # `(low, high)` of the output (`None`, as fastai's `EmbeddingDotBias.from_classes`)
+                     **kwargs # Passed to the constructor (`sparse`)
+                    ):
+        "fastai's `EmbeddingDotBias.from_classes`: a model sized to `classes`, keeping `classes`, `user` and `item` to map names to rows"
+        user,item = ifnone(user, list(classes)[0]),ifnone(item, list(classes)[1])
+        res = cls(len(classes[user]), len(classes[item]), n_factors, y_range=y_range, **kwargs)
+        res.classes,res.user,res.item = classes,user,item
+        return res
+
+    @classmethod
     def from_dls(cls, dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                  n_factors:int=None, # Width of the embeddings (default: `suggest_n_factors(dls)`)
                  y_range:tuple|None=(0, 5.5), # `(low, high)` of the output
                  **kwargs # Passed to the constructor (`sparse`)
                 ):
-        "Build a model sized to `dls.classes`, keeping `classes`, `user` and `item` to map names to rows"
+        "Build a model sized to `dls.classes` (see `from_classes`)"
         user,item = _cf_names(dls)
         if n_factors is None: n_factors = suggest_n_factors(dls)
-        res = cls(len(dls.classes[user]), len(dls.classes[item]), n_factors, y_range=y_range, **kwargs)
-        res.classes,res.user,res.item = dls.classes,user,item
-        return res
+        return cls.from_classes(n_factors, dls.classes, user, item, y_range=y_range, **kwargs)
 
 # %% ../nbs/01_models.ipynb #3b5817ef
 class DotProductBias(DotProduct):
@@ -78,6 +91,28 @@ class DotProductBias(DotProduct):
     def forward(self, x:torch.Tensor # `(bs, 2)` long tensor of `[user, item]` indices
                ) -> torch.Tensor: # `(bs,)` predicted ratings
         return self._out(self._dot(x) + self.u_bias(x[:,0])[:,0] + self.i_bias(x[:,1])[:,0])
+
+# %% ../nbs/01_models.ipynb #b7c1e2a1
+DotProduct._get_idx = EmbeddingDotBias._get_idx   # fastai's name -> row lookup, and its error message
+
+@patch
+def bias(self:DotProduct, arr, # Item (or user) names, as in `classes`
+         is_item:bool=True, # Items (`True`) or users
+        ) -> torch.Tensor: # One bias per name (zeros for `DotProduct`, which has none), on the CPU
+    "Bias of each item (or user) in `arr`, as fastai's `EmbeddingDotBias.bias`"
+    idx = self._get_idx(arr, is_item)
+    if not hasattr(self, 'u_bias'): return torch.zeros(len(idx)).squeeze()
+    w = (self.i_bias if is_item else self.u_bias).weight
+    return w.detach()[idx.to(w.device)].squeeze().cpu()
+
+@patch
+def weight(self:DotProduct, arr, # Item (or user) names, as in `classes`
+           is_item:bool=True, # Items (`True`) or users
+          ) -> torch.Tensor: # `(len(arr), n_factors)` embedding rows, on the CPU
+    "Embedding of each item (or user) in `arr`, as fastai's `EmbeddingDotBias.weight`"
+    idx = self._get_idx(arr, is_item)
+    w = (self.i_weight if is_item else self.u_weight).weight
+    return w.detach()[idx.to(w.device)].cpu()
 
 # %% ../nbs/01_models.ipynb #c35d5709
 _all_ = ['emb_sz_rule']

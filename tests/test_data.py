@@ -163,15 +163,19 @@ def test_same_validation_rows_as_fastai():
         fdls = CollabDataLoaders.from_df(ratings, item_name='title', seed=42, device='cpu')
     fv = fdls.valid.items
     theirs = list(zip([fdls.classes['userId'][j] for j in fv.userId], [fdls.classes['title'][j] for j in fv.title], fv.rating.astype('float32')))
-    ours = dls.valid.decode_batch((dls.valid.x, dls.valid.y), max_n=None)
+    ours = dls.valid.decode_frame(max_n=None)
     assert list(zip(ours.userId, ours.title, ours.rating)) == theirs
+    assert list(dls.valid.items.index) == list(fv.index)
 
 def test_batches_cover_rows_and_fixed_seed_repeats():
     df = pd.DataFrame({'u':np.arange(100)%7, 'i':np.arange(100)%11, 'r':np.linspace(.5,5,100)})
-    dls = CFDataLoaders.from_df(df, bs=16, seed=1, device='cpu')
+    dls = CFDataLoaders.from_df(df, bs=16, seed=1, device='cpu', order='perm')
     torch.manual_seed(3); a = torch.cat([y for _,y in dls.train])
     torch.manual_seed(3); b = torch.cat([y for _,y in dls.train])
     assert torch.equal(a, b) and len(a) == (80//16)*16
+    fa = CFDataLoaders.from_df(df, bs=16, seed=1, device='cpu')      # fastai's draws: with replacement, numpy's RNG
+    np.random.seed(3); c = torch.cat([y for _,y in fa.train])
+    np.random.seed(3); assert torch.equal(c, torch.cat([y for _,y in fa.train])) and len(c) == (80//16)*16
     assert sorted(dls.valid.y[:,0].tolist() + dls.train.y[:,0].tolist()) == sorted(df.r.astype('float32').tolist())
 
 def test_user_split_keeps_every_user_in_training():
