@@ -1,4 +1,5 @@
 "Everything a notebook needs: `from fastai_cf.all import *`"
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 from fastai.basics import *
 from fastai.collab import *
 from fastai.callback.all import *

@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib, importlib.resources, inspect, os, shutil, tempfile, warnings, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
+with warnings.catch_warnings():   # fastai's own import raises these two notices: silenced here, for this import alone
+    warnings.filterwarnings('ignore', r'`torch\.jit\.script` is deprecated', FutureWarning)   # fastai.layers' @script
+    warnings.filterwarnings('ignore', r"The 'mode\.chained_assignment' option is deprecated", DeprecationWarning)  # fastai.tabular.core, pandas 3
+    import fastai.torch_basics, fastai.tabular.core
 from fastcore.basics import store_attr, ifnone, listify, patch
 from fastcore.meta import delegates
 from fastcore.foundation import L

@@ -6,6 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #da00bad2
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import torch
 from torch import nn
 from fastcore.basics import store_attr, ifnone, patch
