@@ -6,7 +6,8 @@ Docs: https://github.com/fastai-cf/fastai_cf/inference.html.md"""
 
 # %% ../nbs/04_inference.ipynb #b26fdca0
 from __future__ import annotations
-import difflib, hashlib, json, math, os, pickle, re, tempfile, warnings
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
+import difflib, re, warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -14,49 +15,18 @@ from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from fastai.learner import Learner
-from fastai.losses import MSELossFlat
-from fastai.metrics import rmse
-from fastai.layers import LinBnDrop, SigmoidRange
 from fastai.data.transforms import CategoryMap
 from fastai.collab import EmbeddingDotBias, EmbeddingNN
-from . import __version__
-from .data import CFDataLoader, CFDataLoaders, _encode
+from .data import CFDataLoaders, _encode
 from .models import DotProduct, DotProductBias, _cf_names
 from .optimizer import _flush_decay
+from .modelfile import CFModelFileError, save_cf, load_cf, _vocabs, _rating_name, _pairs, _train_recipe, _check_recipe
+from .modelfile import _model_config, _build_model, _digest, _write_atomic   # where they were before `modelfile`
 
 # %% auto #0
-__all__ = ['CFModelFileError', 'save_cf', 'load_cf']
+__all__ = ['FOLD_IN_REG', 'CFModelFileError', 'save_cf', 'load_cf']
 
 # %% ../nbs/04_inference.ipynb #e93146c9
-def _vocabs(learn):
-    "`(user_name, item_name, user_vocab, item_vocab)` of `learn`, from its loaders (or its model's `classes`)"
-    dls,model = learn.dls,learn.model
-    classes = getattr(dls, 'classes', None)
-    if classes: u,i = _cf_names(dls)
-    else:
-        classes = getattr(model, 'classes', None)
-        if not classes: raise ValueError("`learn` has no vocab (`dls.classes`): build it with `CFDataLoaders` or fastai's `CollabDataLoaders`.")
-        u,i = getattr(model, 'user', None) or list(classes)[0],getattr(model, 'item', None) or list(classes)[1]
-    return u,i,classes[u],classes[i]
-
-def _rating_name(learn):
-    y = getattr(learn.dls, 'y_names', None)
-    return y[0] if y else 'rating'
-
-def _pairs(learn, which='train'):
-    "`(n, 2)` tensor of the `(user, item)` vocab rows of the training (or 'valid') ratings of `learn`; `None` if it has none"
-    p = learn.__dict__.get(f'{which}_pairs')    # kept by `load_cf`
-    if p is None:
-        dl = learn.dls.train if which == 'train' else learn.dls.valid
-        if isinstance(dl, CFDataLoader): p = dl.x
-        else:    # fastai's `CollabDataLoaders`: the encoded frame
-            items = getattr(getattr(dl, 'dataset', None), 'items', None)
-            if items is None: return None
-            u,i,_,_ = _vocabs(learn)
-            p = torch.from_numpy(items[[u,i]].to_numpy(np.int64))
-    p = p.cpu()
-    return p if len(p) else None
-
 def _known(learn):
     "Masks over the user and item vocabs of the rows `learn` was trained on ('#na#' never; every other row if unknown)"
     _,_,uv,iv = _vocabs(learn)
@@ -256,213 +226,183 @@ def predict_ratings(self:Learner, df:pd.DataFrame, # Rows with the training fram
     x = torch.from_numpy(np.stack([cu, ci], 1).astype(np.int64))
     with _average_row0(self.model, (ku,ki)) if n_bad else nullcontext(): return _predict(self.model, x, bs).numpy()
 
-# %% ../nbs/04_inference.ipynb #77cd6098
-_FORMAT,_VERSION = 'fastai_cf.model',1
-_ACTS = ('ReLU', 'LeakyReLU', 'ELU', 'SELU', 'GELU', 'SiLU', 'Mish', 'Tanh', 'Sigmoid', 'Softplus')
+# %% ../nbs/04_inference.ipynb #f1a00011
+_all_ = ['CFModelFileError', 'save_cf', 'load_cf']
 
-class CFModelFileError(ValueError):
-    "`load_cf` can't use a file: not a `fastai_cf` model, truncated, corrupted, or written by a newer `fastai_cf`"
+# %% ../nbs/04_inference.ipynb #f0d00002
+FOLD_IN_REG = 1.0   # the ridge penalty `fold_in` uses, as a multiple of the one training's decoupled weight decay amounts to
 
-def _num(v): return v.item() if hasattr(v, 'item') else v
+def _ridge_penalty(x, cnt, rc, decayed):
+    "Per user and column, the ridge penalty equivalent to `rc`'s decoupled weight decay under Adam, given the gradients `x`"
+    B = rc['batches']
+    s = B*(1 - (1 - 1/B)**cnt) if rc['lazy'] else torch.full_like(cnt, B)    # steps per epoch that see the user
+    scale = (cnt/s).sqrt()                                                  # lookups per step: Adam's `v` sums them
+    if rc['lazy']: scale = scale*(1 - rc['sqr_mom']**(s*rc['epochs'])).sqrt()   # a lazy row's `v` has seen few steps
+    rho = ((x**2).sum(1)/cnt[:,None]).sqrt()                                 # RMS gradient of one lookup
+    lam = FOLD_IN_REG*rc['wd']*B*(rho*scale[:,None] + rc['eps']*rc['bs']/2)*decayed
+    return lam + (rc['l2']/2 + 1e-6)*cnt[:,None]                             # the per-lookup `l2`; a floor for the solve
 
-def _yr(yr): return None if yr is None else [_num(yr[0]), _num(yr[1])]
+def _fold_solve(X, b, r, mask, y_range, rc, decayed, steps=3):
+    "Ridge fits `w` (users, d) of ratings `r` (users, n) on `X @ w + b` (through `sigmoid_range`), `steps` Gauss-Newton steps"
+    cnt = mask.sum(1)
+    w = X.new_zeros(X.shape[0], X.shape[2])
+    for _ in range(steps):
+        z = (X @ w[:,:,None])[...,0] + b
+        if y_range is None: f,fp = z,torch.ones_like(z)
+        else:
+            lo,hi = y_range
+            sg = torch.sigmoid(z)
+            f,fp = lo + (hi-lo)*sg,(hi-lo)*sg*(1-sg)
+        J = X*(fp*mask)[...,None]
+        x = J*((r - f)*mask)[...,None]
+        lam = _ridge_penalty(x, cnt, rc, decayed)
+        A = J.transpose(1, 2) @ J + torch.diag_embed(lam)
+        w = w + torch.linalg.solve(A, x.sum(1) - lam*w)
+    return w
 
-def _nn_config(m):
-    "Arguments that rebuild `EmbeddingNN` `m`"
-    blocks = [l for l in m.layers if isinstance(l, LinBnDrop)]
-    sr = [l for l in m.layers if isinstance(l, SigmoidRange)]
-    lin = lambda b: next(l for l in b if isinstance(l, nn.Linear))
-    has_bn = lambda b: any(isinstance(l, nn.BatchNorm1d) for l in b)
-    acts = [l for b in blocks[:-1] for l in b if not isinstance(l, (nn.Linear, nn.BatchNorm1d, nn.Dropout))]
-    act = dict(name=type(acts[0]).__name__ if acts else 'ReLU', inplace=bool(getattr(acts[0], 'inplace', False)) if acts else True)
-    return dict(kind='nn', emb_szs=[[e.num_embeddings, e.embedding_dim] for e in m.embeds],
-                layers=[lin(b).out_features for b in blocks[:-1]],
-                ps=[_num(next((l.p for l in b if isinstance(l, nn.Dropout)), 0.)) for b in blocks[:-1]],
-                embed_p=_num(m.emb_drop.p), y_range=_yr((sr[0].low, sr[0].high)) if sr else None,
-                use_bn=any(has_bn(b) for b in blocks[:-1]), bn_final=has_bn(blocks[-1]), bn_cont=m.bn_cont is not None,
-                act=act, lin_first=isinstance(blocks[0][0], nn.Linear))
-
-def _model_config(model) -> dict:
-    "JSON-able description of `model`, from which `_build_model` rebuilds it"
-    t = type(model)
-    if t in (DotProduct, DotProductBias, EmbeddingDotBias):
-        kind = {DotProduct:'dot', DotProductBias:'dot_bias', EmbeddingDotBias:'embedding_dot_bias'}[t]
-        res = dict(kind=kind, n_users=model.u_weight.num_embeddings, n_items=model.i_weight.num_embeddings,
-                   n_factors=model.u_weight.embedding_dim, y_range=_yr(model.y_range))
-        if t is not EmbeddingDotBias: res['sparse'] = bool(getattr(model, 'sparse', False))
-        return res
-    if t is EmbeddingNN: return _nn_config(model)
-    raise ValueError(f"save_cf saves DotProduct, DotProductBias, and fastai's EmbeddingDotBias and EmbeddingNN, not {t.__name__}. "
-                     "For other models use `learn.export` (a pickle: load only files you trust).")
-
-def _build_model(cfg:dict) -> nn.Module:
-    "The model `cfg` describes, with fresh weights"
-    kind,yr = cfg['kind'],cfg['y_range']
-    yr = None if yr is None else tuple(yr)
-    if kind in ('dot', 'dot_bias'):
-        return (DotProduct if kind == 'dot' else DotProductBias)(cfg['n_users'], cfg['n_items'], cfg['n_factors'], y_range=yr, sparse=cfg['sparse'])
-    if kind == 'embedding_dot_bias': return EmbeddingDotBias(cfg['n_factors'], cfg['n_users'], cfg['n_items'], y_range=yr)
-    if kind == 'nn':
-        act = cfg['act']
-        if act['name'] not in _ACTS: raise ValueError(f"activation {act['name']!r} is not one of {_ACTS}")
-        act_cls = getattr(nn, act['name'])(inplace=True) if act['inplace'] else getattr(nn, act['name'])()
-        return EmbeddingNN(emb_szs=[tuple(o) for o in cfg['emb_szs']], layers=list(cfg['layers']), ps=list(cfg['ps']),
-                           embed_p=cfg['embed_p'], y_range=yr, use_bn=cfg['use_bn'], bn_final=cfg['bn_final'],
-                           bn_cont=cfg['bn_cont'], act_cls=act_cls, lin_first=cfg['lin_first'])
-    raise ValueError(f"unknown model kind {kind!r}")
-
-# %% ../nbs/04_inference.ipynb #989f5416
-def _json_id(o):
-    "Whether id `o` survives a JSON round trip unchanged: a string, an int, or a finite float"
-    return isinstance(o, str) or (isinstance(o, int) and not isinstance(o, bool)) or (isinstance(o, float) and math.isfinite(o))
-
-def _to_json_ids(vocab, what):
-    res = [_num(o) for o in vocab.items[1:]]
-    for o in res:
-        if not _json_id(o):
-            raise ValueError(f"save_cf stores ids as JSON strings and numbers; {what} id {o!r} is a {type(o).__name__}. "
-                             "Convert the column (e.g. `df[col] = df[col].astype(str)`) before training.")
+def _fold_rows(V, bi, r, uid, n_users, y_range, rc, decayed, steps=3):
+    "Solved rows `(n_users, d)` for ratings `r` of users `uid` on item features `V` (with offsets `bi`), users grouped by count"
+    cnt = torch.bincount(uid, minlength=n_users)
+    order = torch.argsort(uid, stable=True)
+    V,bi,r,uid = V[order],bi[order],r[order],uid[order]
+    pos = torch.arange(len(uid)) - (torch.cumsum(cnt, 0) - cnt)[uid]
+    res = V.new_zeros(n_users, V.shape[1])
+    grp = torch.ceil(torch.log2(cnt.clamp(min=1).double())).long()           # pad within twice a user's count
+    for g in grp.unique():
+        us = torch.nonzero(grp == g).flatten()
+        loc = torch.full((n_users,), -1, dtype=torch.long); loc[us] = torch.arange(len(us))
+        rows = torch.nonzero(loc[uid] >= 0).flatten()
+        n = int(cnt[us].max())
+        X = V.new_zeros(len(us), n, V.shape[1]); B_,R,M = (V.new_zeros(len(us), n) for _ in range(3))
+        ix = (loc[uid[rows]], pos[rows])
+        X[ix],B_[ix],R[ix],M[ix] = V[rows],bi[rows],r[rows],1.
+        res[us] = _fold_solve(X, B_, R, M, y_range, rc, decayed, steps)
     return res
 
-def _tensor_bytes(t): return t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+# %% ../nbs/04_inference.ipynb #f0d00004
+_FOLD_UNKNOWN = ('warn', 'error')
 
-def _digest(meta:str, state:dict, pairs:dict) -> str:
-    "SHA-256 of the metadata, every tensor (name, dtype, shape and bytes), and the rated pairs"
-    h = hashlib.sha256(meta.encode())
-    items = sorted(state.items()) + [(f'\0{k}_pairs', t) for k,t in pairs.items() if t is not None]
-    for k,t in items:
-        h.update(f'\0{k}\0{t.dtype}\0{tuple(t.shape)}\0'.encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
+def _check_foldable(learn):
+    "The model of `learn`, if `fold_in` can fit rows for it, else a `ValueError` saying why"
+    m = learn.model
+    if not isinstance(m, (DotProduct, EmbeddingDotBias)):
+        raise ValueError(f"fold_in fits user rows of dot-product models (DotProduct, DotProductBias, fastai's EmbeddingDotBias), not "
+                         f"{type(m).__name__}: its users pass through layers that a row can't be fitted against alone. Retrain with the new users' "
+                         "ratings, or predict them from the average user (`predict_ratings`, unknown='fallback').")
+    rc = _train_recipe(learn)
+    if rc is None: raise ValueError("fold_in needs how the model was trained (weight decay, batches per epoch): this learner has no training "
+                                    "rows and no recipe, as a model file from before fastai_cf kept one. Save the trained learner again with `save_cf`.")
+    return m,_check_recipe(rc)
 
-def _write_atomic(obj, path:Path):
-    "`torch.save` `obj` to a temporary file beside `path`, then rename it over `path`"
-    fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _train_ratings(learn):
+    "`(pairs, ratings)` of the training ratings of `learn`, or `None` when it doesn't hold them (a model from `load_cf`)"
+    dl = learn.dls.train
+    if isinstance(getattr(dl, 'x', None), torch.Tensor) and getattr(dl, 'y', None) is not None and len(dl.x):
+        return dl.x.cpu().long(),dl.y.cpu().reshape(-1).float()
+    items = getattr(getattr(dl, 'dataset', None), 'items', None)
+    u,i,_,_ = _vocabs(learn)
+    r = _rating_name(learn)
+    if items is None or not len(items) or r not in items: return None
+    return torch.from_numpy(items[[u,i]].to_numpy(np.int64)),torch.from_numpy(items[r].to_numpy(np.float32))
 
-# %% ../nbs/04_inference.ipynb #58e2256a
-def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
-            path, # File to write (its folder is created)
-            with_seen:bool=True, # Store the training and validation `(user, item)` pairs, so loaded models can leave out seen items
-           ) -> Path: # `path`
-    "Save the model, vocab and rated pairs of `learn` to `path`, a file `load_cf` reads without running code"
-    path = Path(path).expanduser()
-    if path.is_dir(): raise ValueError(f"{path} is a folder; pass a file name such as {path/'model.cf'}.")
-    f = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if f is not None: raise ValueError(f"{f} is a file, not a folder: save the model somewhere else.")
+def _codes(vals, vocab):
+    "Rows of `vals` in `vocab` (0 when absent), by dict lookups: cheaper than `_encode` for a few ids in a large vocab"
+    get = vocab.o2i.get     # `get` never adds keys to fastai's defaultdict
+    return np.fromiter((get(o, 0) for o in vals), np.int64, len(vals))
+
+def _fold_frame(learn, df, unknown, ki):
+    "Checked `(user codes, user ids, item rows, ratings)` of `df` for `fold_in`: a `ValueError`/`KeyError` before anything changes"
     u,i,uv,iv = _vocabs(learn)
-    cfg = _model_config(learn.model)
-    _flush_decay(learn)    # weight decay `LazyAdam` still owes (a fit stopped by Ctrl-C)
-    state = {k: v.detach().cpu().clone() for k,v in learn.model.state_dict().items()}
-    try:
-        with torch.device('meta'): check = _build_model(json.loads(json.dumps(cfg)))
-        check.load_state_dict(state, strict=True, assign=True)
-        same = repr(check) == repr(learn.model)
-    except Exception as e: raise ValueError(f"save_cf can't describe this {type(learn.model).__name__} ({e}); use `learn.export`.") from None
-    if not same: raise ValueError(f"save_cf can't describe this {type(learn.model).__name__} exactly (custom layers?); use `learn.export`.")
-    for what,n in (('user_name', u), ('item_name', i)):
-        if not isinstance(n, str): raise ValueError(f"save_cf needs string column names; {what} is {n!r}.")
-    pairs = {k: _pairs(learn, k) if with_seen else None for k in ('train', 'valid')}
-    pairs = {k: None if p is None else p.to(torch.int32).contiguous().clone() for k,p in pairs.items()}
-    meta = json.dumps(dict(format=_FORMAT, format_version=_VERSION, fastai_cf_version=__version__, torch_version=torch.__version__,
-                           model=cfg, user_name=u, item_name=i, rating_name=str(_rating_name(learn)),
-                           users=_to_json_ids(uv, 'user'), items=_to_json_ids(iv, 'item'),
-                           **{f'n_{k}_pairs': None if p is None else len(p) for k,p in pairs.items()}), allow_nan=False)
-    obj = dict(fastai_cf=meta, state_dict=state, sha256=_digest(meta, state, pairs))
-    obj.update({f'{k}_pairs': p for k,p in pairs.items() if p is not None})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(obj, path)
-    return path
+    r = _rating_name(learn)
+    if not isinstance(df, pd.DataFrame): raise ValueError(f"fold_in takes a DataFrame with columns {u!r}, {i!r} and {r!r}, got {type(df).__name__}.")
+    missing = [c for c in (u,i,r) if c not in df.columns]
+    if missing: raise ValueError(f"Column(s) {missing} not found; the frame has {list(df.columns)}. fold_in needs the training columns {u!r}, {i!r}, {r!r}.")
+    if not len(df): raise ValueError("fold_in got an empty frame: pass at least one (user, item, rating) row.")
+    for c in (u,i):
+        if df[c].isna().any(): raise ValueError(f"Column {c!r} has missing ids (row {df.index[df[c].isna().to_numpy()][0]!r}): drop or fill them.")
+    y = pd.to_numeric(df[r], errors='coerce').to_numpy(np.float64)
+    bad = ~np.isfinite(y)
+    if bad.any(): raise ValueError(f"Column {r!r} has {int(bad.sum())} rating(s) that are missing or not numbers (first: row {df.index[bad][0]!r}, "
+                                   f"{df[r].to_numpy()[bad][0]!r}): drop or fix them.")
+    yr = getattr(learn.model, 'y_range', None)
+    if yr is not None:
+        lo,hi = float(yr[0]),float(yr[1])
+        out = (y < lo) | (y > hi)
+        if out.any(): raise ValueError(f"{int(out.sum())} rating(s) are outside the model's y_range ({lo:g}, {hi:g}), e.g. {y[out][0]:g} in row "
+                                       f"{df.index[out][0]!r}: the model can never predict them. Rescale them to the training ratings' scale.")
+    ci = _codes(df[i].to_numpy(), iv)
+    bi = ~ki[ci]
+    if bi.all(): raise ValueError(f"None of the {len(df)} row(s) has an item the model was trained on (e.g. {_first(df[i].to_numpy())}): "
+                                  "there is nothing to fit the users against. Check the item column's ids (the model's are like "
+                                  f"{', '.join(map(repr, list(iv.items[1:4])))}).")
+    if bi.any():
+        us = df[u].to_numpy()
+        lost = list(set(us[bi]) - set(us[~bi]))
+        msg = (f"{int(bi.sum())} of {len(df)} row(s) have items the model was not trained on: {_first(df[i].to_numpy()[bi])}"
+               + (f"; user(s) {_first(lost)} have no other rows and are not folded in" if lost else ''))
+        if unknown == 'error': raise KeyError(msg + ". Pass unknown='warn' to leave those rows out.")
+        warnings.warn(msg + " (left out, unknown='warn').")
+    codes,uniq = pd.factorize(df[u].to_numpy()[~bi])
+    ci,y = ci[~bi],y[~bi]
+    key = codes*len(iv) + ci
+    last = np.sort(len(key) - 1 - np.unique(key[::-1], return_index=True)[1])    # a repeated (user, item): the last rating
+    return codes[last],[o.item() if isinstance(o, np.generic) else o for o in uniq],ci[last],y[last]
 
-# %% ../nbs/04_inference.ipynb #e477c530
-def _short(e, n=200):
-    s = f"{type(e).__name__}: {e}"
-    return s if len(s) <= n else s[:n] + '...'
-
-def _check_ids(ids, n, what):
-    if not isinstance(ids, list) or not all(_json_id(o) for o in ids):
-        raise ValueError(f"the {what} vocab is not a list of strings and numbers")
-    vocab = CategoryMap(ids, sort=False, add_na=True)
-    if len(vocab) != len(ids) + 1 or len(vocab) != n: raise ValueError(f"the {what} vocab has {len(ids)} ids (or repeats one) for {n} embedding rows")
-    return vocab
-
-def _cf_from_file(obj, meta):
-    "Model, vocabs and rated pairs from the contents of a model file, checked"
-    cfg = meta['model']
-    if cfg.get('kind') == 'nn': n_users,n_items = (o[0] for o in cfg['emb_szs'])
-    else: n_users,n_items = cfg['n_users'],cfg['n_items']
-    u,i,r = meta['user_name'],meta['item_name'],meta['rating_name']
-    if not all(isinstance(o, str) for o in (u,i,r)) or u == i: raise ValueError("the column names are not two different strings")
-    classes = {u: _check_ids(meta['users'], n_users, 'user'), i: _check_ids(meta['items'], n_items, 'item')}
-    state = obj['state_dict']
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k,v in state.items()):
-        raise ValueError("the weights are not a dict of named tensors")
-    if cfg.get('kind') == 'nn' and len(cfg['layers']) > len(state): raise ValueError("the model has more layers than the file has weights")
-    with torch.device('meta'): model = _build_model(cfg)
-    want = {k: (v.dtype, tuple(v.shape)) for k,v in model.state_dict().items()}
-    got = {k: (v.dtype, tuple(v.shape)) for k,v in state.items()}
-    if want != got:
-        k = next(k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
-        raise ValueError(f"the weights don't fit a {cfg['kind']!r} model: {k!r} is {got.get(k)}, expected {want.get(k)}")
-    model.load_state_dict(state, strict=True, assign=True)
-    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())): raise ValueError("some weights are missing")
-    if cfg['kind'] != 'nn': model.classes,model.user,model.item = classes,u,i
-    pairs = {k: obj.get(f'{k}_pairs') for k in ('train', 'valid')}
-    for k,p in pairs.items():
-        if p is not None:
-            if not (isinstance(p, torch.Tensor) and p.dtype == torch.int32 and p.ndim == 2 and p.shape[1] == 2):
-                raise ValueError(f"the {k} pairs are not an (n, 2) int32 tensor")
-            if len(p) and (p.min() < 0 or p[:,0].max() >= n_users or p[:,1].max() >= n_items):
-                raise ValueError(f"the {k} pairs point outside the vocab")
-        if (None if p is None else len(p)) != meta[f'n_{k}_pairs']: raise ValueError(f"the number of {k} pairs is wrong")
-    return model,classes,[u,i],[r],pairs
-
-# %% ../nbs/04_inference.ipynb #75db3b37
-def load_cf(path, # A file written by `save_cf`
-            device=None, # Where to put the model (default: the CPU)
-           ) -> Learner: # A `Learner` on row-less `CFDataLoaders`, ready for `recommend`, `similar_items`, `predict_ratings`
-    "Load a model saved with `save_cf`, without running any code from the file"
-    path = Path(path).expanduser()
-    if not path.exists(): raise FileNotFoundError(f"No model file at {path}.")
-    bad = lambda problem: CFModelFileError(f"{path} can't be loaded as a fastai_cf model: {problem}.")
-    if not path.is_file(): raise bad("it is not a file")
-    if path.stat().st_size == 0: raise bad("the file is empty")
-    try: obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'weights only' in str(e).lower() or 'weights_only' in str(e).lower():
-            raise bad("it holds Python objects other than tensors and plain data (or is corrupted), so it was refused without running them. "
-                      "It is not a `save_cf` file: fastai's `learn.export` files load with `load_learner` (only if you trust "
-                      "them), and `learn.save` files with `learn.load`") from None
-        raise bad(f"it is truncated, corrupted, or not a PyTorch file ({_short(e)})") from None
-    except Exception as e: raise bad(f"it is truncated, corrupted, or not a PyTorch file ({_short(e)})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get('fastai_cf'), str):
-        raise bad("it is a PyTorch file but not one `save_cf` wrote (files from `learn.save` load with `learn.load`)")
-    try: meta = json.loads(obj['fastai_cf'])
-    except ValueError as e: raise bad(f"its metadata is not valid JSON, so the file is corrupted ({_short(e)})") from None
-    if not isinstance(meta, dict) or meta.get('format') != _FORMAT: raise bad(f"its format is {meta.get('format') if isinstance(meta, dict) else None!r}, not {_FORMAT!r}")
-    v = meta.get('format_version')
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise bad(f"its format version {v!r} is not valid")
-    if v > _VERSION: raise bad(f"it has format version {v} (written by fastai_cf {meta.get('fastai_cf_version')!r}); this fastai_cf "
-                               f"({__version__}) reads version {_VERSION} and older. Upgrade fastai_cf (or the file is damaged)")
-    state,pairs = obj.get('state_dict'),{k: obj.get(f'{k}_pairs') for k in ('train', 'valid')}
-    try: ok = obj.get('sha256') == _digest(obj['fastai_cf'], state, pairs)
-    except Exception: ok = False
-    if not ok: raise bad("its checksum does not match its contents, so the file is corrupted")
-    try: model,classes,cat_names,y_names,pairs = _cf_from_file(obj, meta)
-    except Exception as e: raise bad(f"its contents are inconsistent ({_short(e)})") from None
-    device = torch.device('cpu') if device is None else torch.device(device)
-    e = lambda: (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1))
-    dls = CFDataLoaders._from_tensors(*e(), *e(), classes, cat_names, y_names, device=device)
-    learn = Learner(dls, model.to(device), loss_func=MSELossFlat(), metrics=rmse)
-    learn.model.eval()
-    learn.train_pairs,learn.valid_pairs,learn.cf_meta = pairs['train'],pairs['valid'],meta
-    return learn
+@patch
+def fold_in(self:Learner, df:pd.DataFrame, # Ratings in the training frame's user, item and rating columns, of new (or known) users
+            unknown:str='warn', # Rows whose item the model was not trained on: 'warn' leaves them out with a warning; 'error' raises
+            steps:int=3, # Gauss-Newton steps on the model's output
+           ) -> list: # The users' ids, in order of first appearance in `df`
+    "Fit rows for the users in `df` against the item tables, left as they are, and add them to the model and its vocab"
+    if unknown not in _FOLD_UNKNOWN: raise ValueError(f"unknown={unknown!r}: use 'warn' or 'error'.")
+    _check_n(steps, 'steps')
+    m,rc = _check_foldable(self)
+    ku,ki = _known(self)
+    codes,ids,ci,y = _fold_frame(self, df, unknown, ki)
+    u,i,uv,iv = _vocabs(self)
+    n_df = len(codes)
+    old = _codes(ids, uv)                                           # 0: a new user
+    uid,items,y = torch.tensor(codes, dtype=torch.long),torch.tensor(ci, dtype=torch.long),torch.tensor(y, dtype=torch.float32)
+    refit = np.flatnonzero(ku[old])                                 # known users: their training ratings count too
+    if len(refit):
+        tr = _train_ratings(self)
+        if tr is None: warnings.warn(f"user(s) {_first(np.array(ids, dtype=object)[refit])} are known, but this learner holds no training ratings "
+                                     "(a model from `load_cf`): their rows are fitted from these ratings alone.")
+        else:
+            p,py = tr
+            rows = torch.from_numpy(old[refit])
+            sel = torch.isin(p[:,0], rows)
+            back = torch.full((len(uv),), -1, dtype=torch.long); back[rows] = torch.from_numpy(refit)
+            new_pairs = set(zip(uid.tolist(), items.tolist()))
+            extra = [(a, b, c) for a,b,c in zip(back[p[sel,0]].tolist(), p[sel,1].tolist(), py[sel].tolist()) if (a, b) not in new_pairs]
+            if extra:
+                eu,ei,ey = map(torch.tensor, zip(*extra))
+                uid,items,y = torch.cat([uid, eu.long()]),torch.cat([items, ei.long()]),torch.cat([y, ey.float()])
+    _flush_decay(self)    # the item rows as the next validation would see them
+    dev = m.i_weight.weight.device
+    V = m.i_weight.weight.detach()[items.to(dev)].float().cpu()
+    has_bias = isinstance(getattr(m, 'u_bias', None), nn.Embedding)
+    bi = m.i_bias.weight.detach()[items.to(dev), 0].float().cpu() if has_bias else torch.zeros(len(items))
+    X = torch.cat([V, torch.ones(len(V), 1)], 1) if has_bias else V
+    decayed = torch.ones(X.shape[1])
+    if has_bias and not rc['decay_bias']: decayed[-1] = 0.
+    yr = None if m.y_range is None else (float(m.y_range[0]), float(m.y_range[1]))
+    w = _fold_rows(X, bi, y, uid, len(ids), yr, rc, decayed, steps)
+    if not torch.isfinite(w).all(): raise ValueError("fold_in could not fit these ratings (the solve diverged): nothing was changed.")
+    # everything below only assigns: the learner changes all at once, or (above) not at all
+    new = np.flatnonzero(old == 0)
+    rows = old.copy(); rows[new] = len(uv) + np.arange(len(new))
+    vocab = CategoryMap(list(uv.items[1:]) + [ids[k] for k in new], sort=False, add_na=True) if len(new) else uv
+    tables = [(m.u_weight, w[:, :m.u_weight.embedding_dim])] + ([(m.u_bias, w[:, -1:])] if has_bias else [])
+    grown = []
+    for e,vals in tables:
+        t = torch.cat([e.weight.detach(), e.weight.new_zeros(len(new), e.weight.shape[1])]) if len(new) else e.weight.detach().clone()
+        t[torch.from_numpy(rows).to(t.device)] = vals.to(t)
+        grown.append((e, nn.Parameter(t, requires_grad=e.weight.requires_grad)))
+    p = _pairs(self)
+    p = torch.cat([p.long() if p is not None else torch.zeros(0, 2, dtype=torch.long),
+                   torch.stack([torch.from_numpy(rows[uid[:n_df].numpy()]), items[:n_df]], 1)])
+    for e,t in grown: e.weight,e.num_embeddings = t,len(t)
+    for cl in {id(c): c for c in (self.dls.classes, getattr(m, 'classes', None)) if c}.values(): cl[u] = vocab
+    self.train_pairs,self.cf_recipe,self.opt = p,rc,None
+    return ids
