@@ -6,6 +6,8 @@ Docs: https://github.com/fastai-cf/fastai_cf/optimizer.html.md"""
 
 # %% ../nbs/02a_optimizer.ipynb #c20d2d5e
 from __future__ import annotations
+from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
+from collections import defaultdict
 from functools import partial
 import math, torch
 from fastai.optimizer import OptimWrapper
@@ -21,11 +23,33 @@ def _decays(p, decay_bias):
     "Does `LazyAdam`'s `wd` apply to the embedding table `p`? (factor tables; one-column bias tables when `decay_bias`)"
     return p.dim() == 2 and (decay_bias or p.shape[1] > 1)
 
-class RowAdam(torch.optim.Optimizer):
+def _param_groups(params, defaults):
+    "PyTorch's parameter groups: a list of dicts with `params` and every hyper-parameter (`defaults` where a group has none)"
+    params = list(params)
+    if not params: raise ValueError("RowAdam got an empty parameter list: pass the model's parameters.")
+    grps = [dict(g) if isinstance(g, dict) else dict(params=g) for g in (params if isinstance(params[0], dict) else [dict(params=params)])]
+    for g in grps:
+        g['params'] = [g['params']] if isinstance(g['params'], torch.Tensor) else list(g['params'])
+        for k,v in defaults.items(): g.setdefault(k, v)
+    ids = [id(p) for g in grps for p in g['params']]
+    if len(set(ids)) != len(ids): raise ValueError("RowAdam: a parameter appears in more than one group (or twice in one).")
+    return grps
+
+class RowAdam:
     "Adam that updates only the rows of a sparse gradient, with lazily applied decoupled `weight_decay` and per-lookup `l2`"
     def __init__(self, params, lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0., l2=0., decay_bias=False):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l2=l2, decay_bias=decay_bias))
+        self.defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l2=l2, decay_bias=decay_bias)
+        self.param_groups,self.state = _param_groups(params, self.defaults),defaultdict(dict)
         self._owed = False   # has a step left decay unpaid since the last `flush`?
+
+    def __repr__(self): return f"RowAdam({', '.join(f'{k}={v}' for k,v in self.defaults.items())})"
+
+    def zero_grad(self, set_to_none:bool=True):
+        for g in self.param_groups:
+            for p in g['params']:
+                if p.grad is None: continue
+                if set_to_none: p.grad = None
+                else: p.grad.detach_().zero_()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -74,11 +98,24 @@ class RowAdam(torch.optim.Optimizer):
         m.index_copy_(0, idx, mr); v.index_copy_(0, idx, vr)
         p.index_add_(0, idx, mr.div_(vr.div_(1-b2**t).sqrt_().add_(eps)), alpha=-lr/(1-b1**t))
 
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)    # which casts every state tensor to its parameter's dtype:
-        ps = [p for g in self.param_groups for p in g['params']]
-        for i,s in state_dict['state'].items():  # keep the decay ledger in float64, so a resumed fit is exact
-            if 'decayed' in s: self.state[ps[i]]['decayed'] = s['decayed'].to(device=ps[i].device, dtype=torch.float64)
+    def state_dict(self) -> dict:
+        "PyTorch's format: `state` by parameter position, `param_groups` with the positions of their `params`"
+        pos = {id(p): i for i,p in enumerate(p for g in self.param_groups for p in g['params'])}
+        grps = [{k: v for k,v in g.items() if k != 'params'} | {'params': [pos[id(p)] for p in g['params']]} for g in self.param_groups]
+        return dict(state={pos[id(p)]: s for p,s in self.state.items() if id(p) in pos}, param_groups=grps)
+
+    def load_state_dict(self, state_dict:dict):
+        "Load `state_dict` (PyTorch's format, as written by this `state_dict` or `torch.optim.Optimizer`'s)"
+        grps,saved = self.param_groups,state_dict['param_groups']
+        if len(grps) != len(saved) or any(len(g['params']) != len(s['params']) for g,s in zip(grps, saved)):
+            raise ValueError(f"the saved state has {len(saved)} parameter group(s) of {[len(s['params']) for s in saved]} parameters, "
+                             f"this optimizer {len(grps)} of {[len(g['params']) for g in grps]}")
+        ps = {i: p for g,s in zip(grps, saved) for i,p in zip(s['params'], g['params'])}
+        def _cast(p, k, v):    # moments to the weights' dtype and device; the decay ledger stays float64, so a resumed fit is exact
+            if not isinstance(v, torch.Tensor) or k == 'step': return v
+            return v.to(device=p.device, dtype=torch.float64 if k == 'decayed' else p.dtype if v.is_floating_point() else v.dtype)
+        self.state = defaultdict(dict, {ps[i]: {k: _cast(ps[i], k, v) for k,v in s.items()} for i,s in state_dict['state'].items()})
+        self.param_groups = [dict(s, params=g['params']) for g,s in zip(grps, saved)]
         self._owed = True
 
     @torch.no_grad()
