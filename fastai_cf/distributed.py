@@ -8,7 +8,6 @@ Docs: https://github.com/fastai-cf/fastai_cf/distributed.html.md"""
 from __future__ import annotations
 from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import contextlib, os, sys, time, warnings
-if __name__ == '__main__': warnings.filterwarnings('ignore', category=FutureWarning)   # as `fastai-cf`: torch's notices while fastai imports
 from pathlib import Path
 from typing import Annotated
 import pandas as pd, torch
