@@ -8,7 +8,6 @@ Docs: https://github.com/fastai-cf/fastai_cf/cli.html.md"""
 from __future__ import annotations
 from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import math, os, sys, time, warnings
-warnings.filterwarnings('ignore', category=FutureWarning)   # torch's deprecation notices, raised while fastai imports
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
@@ -151,18 +150,48 @@ def _find(vocab, s, what):
 
 def _load_find(model, key, what):
     "A saved model, and `key` found in its `what` ('user' or 'item') vocab"
+    from fastai_cf.inference import load_cf
     learn = load_cf(model)
     return learn,_find(learn.dls.classes[getattr(learn.dls, f'{what}_name')], key, f'--{what}')
 
+def _my_ratings(learn, path, user):
+    "The ratings in the CSV `path`, in the model's columns, and the user to recommend for (`user`, or the file's only user)"
+    from fastai_cf.data import read_ratings_csv
+    u,i,r = learn.dls.user_name,learn.dls.item_name,learn.dls.rating_name
+    df = read_ratings_csv(path)
+    missing = [c for c in (i, r) if c not in df.columns]
+    if missing: raise ValueError(f"--ratings {path}: column(s) {missing} not found (it has {list(df.columns)}); the model's items are "
+                                 f"in {i!r} and its ratings in {r!r} (a {u!r} column is optional).")
+    if u not in df.columns: return df.assign(**{u: 'me' if user is None else user})[[u, i, r]],'me' if user is None else user
+    ids = list(dict.fromkeys(df[u].dropna()))
+    if user is None:
+        if len(ids) != 1: raise ValueError(f"--ratings {path} holds {len(ids)} users ({', '.join(map(repr, ids[:3]))}, ...): pass --user to choose one.")
+        return df[[u, i, r]],ids[0]
+    same = [o for o in ids if str(o) == str(user)]
+    if not same: raise KeyError(f"--user {user!r} has no rows in --ratings {path} (its users: {', '.join(map(repr, ids[:3]))}{', ...' if len(ids) > 3 else ''}).")
+    return df[[u, i, r]],same[0]
+
 def recommend(model:str, # A model file saved by `fastai-cf train` (or `save_cf`)
-              user:Annotated[str, 'The user to recommend for', {'opt':True, 'required':True}],
+              user:Annotated[str, 'The user to recommend for (with --ratings: default, the file\'s one user)', {'opt':True}]=None,
+              ratings:str=None, # A CSV of someone's own ratings (the model's item and rating columns, its user column optional): folded in, no retraining
               N:Annotated[int, 'How many items'] = 10,
+              save:bool=False, # With --ratings: write the model, with the users of --ratings folded in, back to MODEL (atomically)
               debug:bool=False, # Show full tracebacks on errors
              ):
     "Top-`N` items a saved model predicts `user` will rate highest, among those they have not rated"
-    learn,u = _load_find(model, user, 'user')
+    from fastai_cf.inference import load_cf, save_cf
+    if ratings is None:
+        if user is None: raise ValueError("Pass --user ID (a user the model was trained on), or --ratings FILE with someone's own ratings.")
+        if save: raise ValueError("--save writes the users that --ratings folds in: pass --ratings FILE too.")
+        learn,u = _load_find(model, user, 'user')
+    else:
+        learn = load_cf(model)
+        df,u = _my_ratings(learn, ratings, user)
+        learn.fold_in(df)
+        if save: save_cf(learn, model)
     res = learn.recommend(u, n=N)
     print(_rec_table(res, N))
+    if save: print(f"\nmodel saved to {model}, with {learn.dls.user_name} {u!r} folded in")
     return res
 
 def similar(model:str, # A model file saved by `fastai-cf train` (or `save_cf`)
