@@ -102,6 +102,12 @@ def test_detects_undocumented(tmp_path):
     write_nb(nb, tmp_path/'m.ipynb')
     assert missing(mod, tmp_path/'m.ipynb', frozenset(['k'])) == ['j', 'Learner.h']
 
+def no_lesson(fn, nb_path):
+    "Public names of `fn` that no unexported code cell of `nb_path` mentions (a hint, not a test: use can be indirect)"
+    cells = NBProcessor(nb_path, procs=[]).nb.cells
+    code = '\n'.join(c.source for c in cells if c.cell_type == 'code' and not ({'export', 'exports', 'exporti'} & set(c.directives_)))
+    return [o for o in _all(fn) if not re.search(rf'\b{re.escape(o)}\b', code)]
+
 if __name__ == '__main__':
     for fn, nb in _mods:
-        print(f'{nb.name}: {missing(fn, nb, _everywhere) or "all documented"}')
+        print(f'{nb.name}: undocumented {missing(fn, nb, _everywhere) or "none"}; not named in a lesson cell {no_lesson(fn, nb) or "none"}')
