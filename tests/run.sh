@@ -15,8 +15,9 @@ fi
 echo "== nbdev-test (lesson cells in every notebook)"
 nbdev-test
 echo "== nbdev-proc-nbs (the docs build up to Quarto: each notebook's import and exported cells, in a fresh namespace)"
-# The same function as the `nbdev-proc-nbs` command, without its first step: offering to sudo-install Quarto when
-# it is missing (no Quarto is needed to process the notebooks; the deploy workflow renders the site).
-python -c "import nbdev.quarto as q; q._ensure_quarto = lambda: None; q.nbdev_proc_nbs()"
+# The same function as `nbdev-proc-nbs --force` (every notebook, not only those changed since the last build: a
+# library change can break an unchanged page), without its first step, offering to sudo-install Quarto when it is
+# missing (no Quarto is needed to process the notebooks; the deploy workflow renders the site).
+python -c "import nbdev.quarto as q; q._ensure_quarto = lambda: None; q.nbdev_proc_nbs(force=True)"
 echo "== pytest"
 python -m pytest tests "$@"
