@@ -6,7 +6,8 @@ Docs: https://github.com/fastai-cf/fastai_cf/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #c8765af3
 from __future__ import annotations
-import hashlib, importlib.resources, inspect, os, shutil, tempfile, warnings, zipfile
+import functools, hashlib, importlib.resources, inspect, os, re, shutil, tempfile, warnings, zipfile
+from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 with warnings.catch_warnings():   # fastai's own import raises these two notices: silenced here, for this import alone
@@ -212,19 +213,46 @@ def _col_names(df, user_name, item_name, rating_name):
     if len(set(names)) < 3: raise ValueError(f"user_name, item_name and rating_name must be three different columns, got {names}")
     return names
 
+# %% ../nbs/00_data.ipynb #8741cf5b
 def _py(v): return v.item() if isinstance(v, np.generic) else v
 
-def _first_bad(mask, df, col):
-    i = int(np.flatnonzero(np.asarray(mask))[0])
-    return f"row {_py(df.index[i])!r} (value {_py(df[col].iloc[i])!r})"
+def _where(df, pos):
+    "Where row position `pos` of `df` is: 'line N' of the file `read_ratings_csv` read it from, else 'row <index>'"
+    lines = df.attrs.get('cf_lines')
+    if lines is not None: lines = lines()
+    return f"line {int(lines[pos])}" if lines is not None and pos < len(lines) else f"row {_py(df.index[pos])!r}"
+
+def _first_bad(mask, df, col, n=1):
+    "'row 3 (value 'x')' for the first `n` rows of `mask`, with the file line when `df` came from a file"
+    pos = np.flatnonzero(np.asarray(mask))[:n]
+    return ', '.join(f"{_where(df, int(i))} (value {_py(df[col].iloc[int(i)])!r})" for i in pos)
+
+def _bad_rows(df, u, i, r):
+    "Per-row problems of the ratings frame: `[(mask, message)]`, and the ratings as float64"
+    probs,rat = [],df[r]
+    if not (pd.api.types.is_numeric_dtype(rat) and not pd.api.types.is_bool_dtype(rat)):
+        num = pd.to_numeric(rat, errors='coerce')
+        bad = (num.isna() & rat.notna()).to_numpy()
+        if bad.any(): probs.append((bad, f"Column {r!r} (rating_name) has {bad.sum()} non-numeric value(s), first at {_first_bad(bad, df, r, 3)}. "
+                                         "Ratings must be numbers: clean them, or pass the right rating_name."))
+        rat,nonnum = num,bad
+    else: nonnum = np.zeros(len(df), bool)
+    rat = rat.astype('float64')
+    v = rat.to_numpy()
+    bad = ~np.isfinite(v) & ~nonnum
+    if bad.any(): probs.append((bad, f"Column {r!r} has {bad.sum()} missing or infinite rating(s), first at {_first_bad(bad, df, r, 3)}."))
+    big = np.abs(np.nan_to_num(v)) > 1e9
+    if big.any(): probs.append((big, f"Column {r!r} has {big.sum()} rating(s) beyond ±1e9, first at {_first_bad(big, df.assign(**{r: rat}), r, 3)}: "
+                                     "is it a timestamp or an id column? Pass the right rating_name, or rescale the ratings."))
+    for col,what in ((u,'user'), (i,'item')):
+        na = df[col].isna().to_numpy()
+        if na.any(): probs.append((na, f"{na.sum()} {what} id(s) in column {col!r} are missing, first at {_first_bad(na, df, col, 3)}."))
+    return probs,rat
 
 def _check_ids(df, col, what):
-    "Factorize id column `col` (codes, uniques), raising if ids are missing, of mixed types, or fewer than 2"
+    "Factorize id column `col` (codes, uniques), raising if ids are of mixed types, or fewer than 2"
     try: codes,uniq = pd.factorize(df[col])
     except TypeError as e: raise ValueError(f"Column {col!r} holds unhashable values ({e}); ids must be numbers or strings.") from None
-    na = codes < 0
-    if na.any(): raise ValueError(f"{na.sum()} {what} id(s) in column {col!r} are missing, first at {_first_bad(na, df, col)}. "
-                                  f"Drop those rows first: `df.dropna(subset=[{col!r}])`.")
     if uniq.dtype == object:
         types = set(map(type, uniq))
         if len(types) > 1:
@@ -234,7 +262,7 @@ def _check_ids(df, col, what):
     return codes,uniq
 
 # %% ../nbs/00_data.ipynb #5e8e1a5d
-def _check(df, user_name=None, item_name=None, rating_name=None, duplicates=None):
+def _check(df, user_name=None, item_name=None, rating_name=None, duplicates=None, drop_bad_rows=False):
     "`check_ratings`, also returning the column names and the factorized ids"
     if not isinstance(df, pd.DataFrame): raise ValueError(f"Expected a pandas DataFrame of ratings, got {type(df).__name__}")
     warn_dups = duplicates is None     # kept, as fastai keeps them; said once, unless 'keep' was asked for
@@ -242,20 +270,20 @@ def _check(df, user_name=None, item_name=None, rating_name=None, duplicates=None
     if duplicates not in _DUPS: raise ValueError(f"duplicates={duplicates!r}: use one of {_DUPS}")
     if len(df.columns) == 0 or len(df) == 0: raise ValueError("The ratings frame is empty (no rows or no columns): nothing to train on.")
     u,i,r = _col_names(df, user_name, item_name, rating_name)
-    rat = df[r]
-    if not (pd.api.types.is_numeric_dtype(rat) and not pd.api.types.is_bool_dtype(rat)):
-        num = pd.to_numeric(rat, errors='coerce')
-        bad = num.isna() & rat.notna()
-        if bad.any(): raise ValueError(f"Column {r!r} (rating_name) has {bad.sum()} non-numeric value(s), first at {_first_bad(bad, df, r)}. "
-                                       f"Ratings must be numbers: clean them, or pass the right rating_name.")
-        rat = num
-    rat = rat.astype('float64')
-    bad = ~np.isfinite(rat.to_numpy())
-    if bad.any(): raise ValueError(f"Column {r!r} has {bad.sum()} missing or infinite rating(s), first at row {_py(df.index[np.flatnonzero(bad)[0]])!r}. "
-                                   f"Drop them first: `df = df[np.isfinite(df[{r!r}])]`.")
-    big = np.abs(rat.to_numpy()) > 1e9
-    if big.any(): raise ValueError(f"Column {r!r} has {big.sum()} rating(s) beyond ±1e9, first at {_first_bad(big, df.assign(**{r: rat}), r)}: "
-                                   "is it a timestamp or an id column? Pass the right rating_name, or rescale the ratings.")
+    probs,rat = _bad_rows(df, u, i, r)
+    ragged = df.attrs.get('cf_ragged', [])
+    if probs or ragged:
+        bad = np.logical_or.reduce([m for m,_ in probs]) if probs else np.zeros(len(df), bool)
+        n_bad = int(bad.sum()) + len(ragged)
+        msgs = [m for _,m in probs]
+        if ragged: msgs.insert(0, f"{len(ragged)} line(s) have the wrong number of fields, first at line(s) {', '.join(map(str, ragged[:3]))}.")
+        if not drop_bad_rows:
+            raise ValueError(f"{n_bad} bad row(s): " + ' '.join(msgs) + " Fix or remove them, or pass `drop_bad_rows=True` to leave them out.")
+        warnings.warn(f"Left out {n_bad} bad row(s) (drop_bad_rows=True): " + ' '.join(msgs))
+        attrs = df.attrs
+        df,rat = df[~bad],rat[~bad]
+        df.attrs = dict(attrs, cf_ragged=[])
+        if len(df) == 0: raise ValueError("Every row is bad: nothing left to train on.")
     fu,fi = _check_ids(df, u, 'user'),_check_ids(df, i, 'item')
     if rat is not df[r] or df[r].dtype != 'float64': df = df.assign(**{r: rat})
     pair = pd.Series(fu[0] * len(fi[1]) + fi[0])
@@ -277,26 +305,70 @@ def check_ratings(df:pd.DataFrame, # One row per rating
                   item_name:str=None, # Item column (default: the second)
                   rating_name:str=None, # Rating column (default: the third)
                   duplicates:str=None, # Repeated (user, item) pairs: 'keep', 'last', 'mean' or 'error' (default: 'keep', with a warning)
+                  drop_bad_rows:bool=False, # Leave out rows with a missing id or a missing/non-numeric rating (with a warning) instead of raising
                  ) -> pd.DataFrame: # `df` with float ratings, duplicates handled
-    "Check `df` for collaborative filtering, raising a `ValueError` that names the problem and its fix"
-    return _check(df, user_name, item_name, rating_name, duplicates)[0]
+    "Check `df` for collaborative filtering, raising one `ValueError` that names every problem and its fix"
+    return _check(df, user_name, item_name, rating_name, duplicates, drop_bad_rows)[0]
 
 # %% ../nbs/00_data.ipynb #a220c123
-def read_ratings_csv(path, # A CSV (or other delimited) file of ratings
-                     sep:str=',', # Field separator
+_NO_HEADER_NAMES = ['user', 'item', 'rating', 'timestamp']
+_SEPS = {r'\t': '\t', 'tab': '\t', r'\s': r'\s+', 'space': r'\s+'}
+
+def _is_number(s):
+    try: float(str(s)); return True
+    except ValueError: return False
+
+def _file_lines(p, encoding, header, ragged):
+    "File line number (1-based) of each row pandas read from `p`: blank lines, the header and ragged lines skipped"
+    raw = pd.read_csv(p, sep='\x1f', header=None, names=['l'], dtype=str, skip_blank_lines=False, quoting=3,
+                      encoding=encoding, engine='python').l
+    lines = np.flatnonzero(raw.fillna('').str.strip().to_numpy() != '') + 1
+    if header is not None and len(lines): lines = lines[1:]
+    return lines[~np.isin(lines, ragged)]
+
+def read_ratings_csv(path, # A CSV (or other delimited) file of ratings; `.gz`, `.zip`, ... are read as pandas does
+                     sep:str=',', # Field separator (`'\t'`, or the two characters `\t` as typed in a shell)
                      encoding:str='utf-8-sig', # Text encoding (`utf-8-sig` also reads plain UTF-8 and drops a BOM)
+                     header='infer', # pandas' `header`; `None` for a file without column names (named user, item, rating, timestamp)
+                     drop_bad_rows:bool=False, # Leave out ragged lines (with a warning) instead of raising
+                     _ragged:str='raise', # 'record': leave ragged lines for `check_ratings` to report with the other bad rows
                      **kwargs # Passed to `pd.read_csv`
                     ) -> pd.DataFrame:
-    "`pd.read_csv` with clear errors for the mistakes users make"
+    "`pd.read_csv` with clear errors for the mistakes users make, and every ragged line found at once"
     p = Path(path).expanduser()
     if p.is_dir(): raise FileNotFoundError(f"{p} is a folder; pass the ratings file inside it (e.g. {p/'ratings.csv'}).")
     if not p.exists(): raise FileNotFoundError(f"No such ratings file: {p}. Check the path.")
-    try: return pd.read_csv(p, sep=sep, encoding=encoding, **kwargs)
+    sep = _SEPS.get(sep, sep)
+    ragged = []
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always', pd.errors.ParserWarning)
+            df = pd.read_csv(p, sep=sep, encoding=encoding, header=header, on_bad_lines='warn',
+                             engine=kwargs.pop('engine', 'python' if len(sep) > 1 else 'c'), **kwargs)
+        for o in w:
+            if issubclass(o.category, pd.errors.ParserWarning):
+                ragged += [int(n) for n in re.findall(r'Skipping line (\d+)', str(o.message))]
+            else: warnings.warn_explicit(o.message, o.category, o.filename, o.lineno)
     except UnicodeDecodeError as e:
         raise ValueError(f"{p} is not valid {encoding} text ({e.reason} at byte {e.start}); pass encoding='latin-1' "
                          "(or the file's real encoding).") from None
     except pd.errors.ParserError as e: raise ValueError(f"{p} could not be parsed: {' '.join(str(e).split())}. Fix the ragged line, or pass the right sep=.") from None
     except pd.errors.EmptyDataError: raise ValueError(f"{p} is empty: no ratings to read.") from None
+    if header is None and 'names' not in kwargs:
+        df.columns = _NO_HEADER_NAMES[:df.shape[1]] + [f'col{k}' for k in range(len(_NO_HEADER_NAMES)+1, df.shape[1]+1)]
+    elif header == 'infer' and 'names' not in kwargs and len(df.columns) > 1 and all(_is_number(c) for c in df.columns):
+        raise ValueError(f"The first line of {p} ({sep.join(map(str, df.columns))}) looks like a rating, not column names: "
+                         "the file seems to have no header. Pass `header=None` to read every line as a rating "
+                         f"(the columns are then named {', '.join(_NO_HEADER_NAMES[:len(df.columns)])}), or add a header line.")
+    ragged = sorted(set(ragged))
+    if ragged and _ragged == 'raise':
+        msg = f"{p}: {len(ragged)} line(s) have the wrong number of fields, first at line(s) {', '.join(map(str, ragged[:5]))}."
+        if not drop_bad_rows: raise ValueError(f"{msg} Fix the ragged line(s), pass the right sep=, or pass `drop_bad_rows=True` to leave them out.")
+        warnings.warn(f"Left out {msg}")
+        ragged = []
+    df.attrs['cf_ragged'] = ragged
+    df.attrs['cf_lines'] = functools.cache(partial(_file_lines, p, encoding, header, ragged))   # read only to report a bad row
+    return df
 
 # %% ../nbs/00_data.ipynb #d1f7adf8
 _SPLITS = ('random', 'time', 'user')
@@ -578,6 +650,7 @@ class CFDataLoaders(CollabDataLoaders):
                 split:str='random', # 'random' (fastai's `RandomSplitter`), 'time' or 'user'
                 splits:tuple=None, # Explicit `(train_idx, valid_idx)` positions; overrides `split`
                 duplicates:str=None, # Repeated (user, item) pairs, see `check_ratings` (default: kept, with a warning)
+                drop_bad_rows:bool=False, # Leave out rows with a missing id or rating (with a warning), see `check_ratings`
                 time_name:str='timestamp', # Time column, for split='time'
                 vocab:str='fastai', # Vocab rows: 'fastai' (as `CollabDataLoaders`), 'all' rows or 'train' rows only
                 order:str=None, # How training rows are drawn, see `CFDataLoader` (default: as fastai, up to ~4M training rows)
@@ -595,7 +668,7 @@ class CFDataLoaders(CollabDataLoaders):
             warnings.warn('`shuffle_train` is deprecated. Use `shuffle` instead.', DeprecationWarning)
         if vocab not in _VOCABS: raise ValueError(f"vocab={vocab!r}: use one of {_VOCABS} ('fastai' builds it as `CollabDataLoaders`).")
         if splits is None: _check_pct(valid_pct)
-        df,(u,i,r),facts = _check(ratings, user_name, item_name, rating_name, duplicates=duplicates)
+        df,(u,i,r),facts = _check(ratings, user_name, item_name, rating_name, duplicates=duplicates, drop_bad_rows=drop_bad_rows)
         if splits is not None: splits = _check_splits(splits, len(df))
         tr,va = splits if splits is not None else cf_splits(df, split, valid_pct, seed, u, time_name)
         classes,codes = {},[]
@@ -669,7 +742,8 @@ class CFDataLoaders(CollabDataLoaders):
         "Build from a ratings CSV, see `read_ratings_csv`"
         ours = set(inspect.signature(cls.from_df).parameters) | {f'val_{k}' for k in _DL_KWARGS} | set(_DL_KWARGS)
         read_kw = {k:kwargs.pop(k) for k in list(kwargs) if k not in ours}
-        return cls.from_df(read_ratings_csv(csv, sep=sep, encoding=encoding, **read_kw), **kwargs)
+        df = read_ratings_csv(csv, sep=sep, encoding=encoding, _ragged='record', **read_kw)   # ragged lines: reported with the other bad rows
+        return cls.from_df(df, **kwargs)
 
     @classmethod
     @delegates(from_df)

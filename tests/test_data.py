@@ -50,7 +50,7 @@ def test_csv_errors(tmp_path):
     p = tmp_path/'latin.csv'; p.write_bytes('user,item,rating\n1,Café,4\n'.encode('latin-1'))
     with pytest.raises(ValueError, match="pass encoding='latin-1'"): read_ratings_csv(p)
     p = tmp_path/'ragged.csv'; p.write_text('user,item,rating\n1,a,4\n2,b,3,9\n')
-    with pytest.raises(ValueError, match='ragged line'): read_ratings_csv(p)
+    with pytest.raises(ValueError, match='Fix the ragged line'): read_ratings_csv(p)
     p = tmp_path/'empty.csv'; p.write_text('')
     with pytest.raises(ValueError, match='is empty'): read_ratings_csv(p)
 
