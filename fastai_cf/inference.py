@@ -1,4 +1,4 @@
-"""Top-N recommendations, similar items, predictions for new users and items, and a model file that is safe to load
+"""Top-N recommendations, similar items, predictions for unknown ids, and new users folded in without retraining
 
 Docs: https://github.com/fastai-cf/fastai_cf/inference.html.md"""
 

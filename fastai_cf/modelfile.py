@@ -160,9 +160,7 @@ def _digest(meta:str, state:dict, pairs:dict) -> str:
 
 def _write_atomic(obj, path:Path) -> Path:
     "`torch.save` `obj` to `path` through `atomic_write`: a temporary file beside it, renamed over it"
-    def write(tmp):
-        with open(tmp, 'wb') as f: torch.save(obj, f)
-    return atomic_write(path, write)
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 # %% ../nbs/02b_modelfile.ipynb #58e2256a
 def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
