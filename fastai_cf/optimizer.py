@@ -56,6 +56,7 @@ class RowAdam:
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        rows = self._coalesce()
         for grp in self.param_groups:
             lr,(b1,b2),eps,wd,l2 = grp['lr'],grp['betas'],grp['eps'],grp['weight_decay'],grp['l2']
             shrink = math.log1p(-min(lr*wd, _MAX_DECAY))   # at lr*wd >= 1 (`lr_find`'s end), zero rather than flip the weights
@@ -68,7 +69,7 @@ class RowAdam:
                     st.update(decay=shrink, decayed=torch.zeros(len(p), dtype=torch.float64, device=p.device)); self._owed = True
                 st['step'] += 1
                 t,m,v = st['step'],st['exp_avg'],st['exp_avg_sq']
-                if p.grad.is_sparse: self._sparse_step(p, st, m, v, t, lr, b1, b2, eps, l2)
+                if p.grad.is_sparse: self._sparse_step(p, st, m, v, t, lr, b1, b2, eps, l2, *rows[id(p)])
                 else:   # dense gradients (a model's other layers): fastai's Adam, decoupled wd and coupled l2
                     if wd: p.mul_(math.exp(shrink))
                     g = p.grad if not l2 else p.grad.add(p, alpha=l2)
@@ -76,27 +77,42 @@ class RowAdam:
                     p.addcdiv_(m, (v/(1-b2**t)).sqrt_().add_(eps), value=-lr/(1-b1**t))
         return loss
 
-    @staticmethod
-    def _catch_up(p, st, idx=None):
-        "Multiply rows `idx` (all when None) by the decay they are owed"
-        d = st['decayed'] if idx is None else st['decayed'][idx]
-        f = (st['decay'] - d).exp_().to(p.dtype)[:,None]
-        if idx is None: p.mul_(f); st['decayed'].fill_(st['decay'])
-        else: p.index_copy_(0, idx, p.index_select(0, idx).mul_(f)); st['decayed'][idx] = st['decay']
+    def _coalesce(self) -> dict:
+        "`{id(p): (rows, summed gradient, lookups per row)}` for the sparse gradients: one sort per set of looked-up rows"
+        sets = []    # [(lookups, [params])]: a factor table and its bias table are looked up by the same ids
+        for g in self.param_groups:
+            for p in g['params']:
+                if p.grad is None or not p.grad.is_sparse: continue
+                i = p.grad._indices()[0]
+                s = next((s for s in sets if len(s[1][0]) == len(p) and s[1][0].dtype == p.dtype and s[0].shape == i.shape and s[0].device == i.device and torch.equal(s[0], i)), None)
+                if s is None: sets.append((i, [p]))
+                else: s[1].append(p)
+        res = {}
+        for i,ps in sets:
+            vals = [p.grad._values() for p in ps]
+            vals.append(vals[0].new_ones(len(i), 1))     # count each row's lookups as they are summed (for `l2`)
+            w = [v.shape[1] for v in vals]
+            g = torch.sparse_coo_tensor(i[None], torch.cat(vals, 1), (len(ps[0]), sum(w)), check_invariants=False).coalesce()
+            idx,gv = g._indices()[0],g._values().split(w, 1)
+            res.update({id(p): (idx, v, gv[-1]) for p,v in zip(ps, gv)})
+        return res
 
-    def _sparse_step(self, p, st, m, v, t, lr, b1, b2, eps, l2):
-        g = p.grad
-        idx,gv = g._indices()[0],g._values()          # uncoalesced: one entry per lookup
-        n = idx.numel()
-        if l2: gv = torch.cat([gv, gv.new_ones(n, 1)], 1)   # count each row's lookups as they are summed
-        g = torch.sparse_coo_tensor(idx[None], gv, (len(p), gv.shape[1]), check_invariants=False).coalesce()
-        idx,gv = g._indices()[0],g._values()
-        if l2: gv = gv[:,:-1].addcmul_(p.index_select(0, idx), gv[:,-1:], value=l2/n)   # at the rows' values in the forward pass
-        if 'decay' in st: self._catch_up(p, st, idx)
+    @staticmethod
+    def _catch_up(p, st):
+        "Multiply every row of `p` by the decay it is owed"
+        p.mul_((st['decay'] - st['decayed']).exp_().to(p.dtype)[:,None]); st['decayed'].fill_(st['decay'])
+
+    def _sparse_step(self, p, st, m, v, t, lr, b1, b2, eps, l2, idx, gv, cnt):
+        "One Adam step of the rows `idx` of `p`, whose gradient summed over the batch's `cnt` lookups is `gv`"
+        pr = p.index_select(0, idx)                   # the rows, as the forward pass saw them
+        if l2: gv = gv.addcmul(pr, cnt, value=l2/p.grad._nnz())
         mr = m.index_select(0, idx).mul_(b1).add_(gv, alpha=1-b1)
         vr = v.index_select(0, idx).mul_(b2).addcmul_(gv, gv, value=1-b2)
         m.index_copy_(0, idx, mr); v.index_copy_(0, idx, vr)
-        p.index_add_(0, idx, mr.div_(vr.div_(1-b2**t).sqrt_().add_(eps)), alpha=-lr/(1-b1**t))
+        if 'decay' in st:                             # first the decay the rows are owed
+            pr.mul_((st['decay'] - st['decayed'].index_select(0, idx)).exp_().to(p.dtype)[:,None])
+            st['decayed'].index_fill_(0, idx, st['decay'])
+        p.index_copy_(0, idx, pr.add_(mr.div_(vr.div_(1-b2**t).sqrt_().add_(eps)), alpha=-lr/(1-b1**t)))
 
     def state_dict(self) -> dict:
         "PyTorch's format: `state` by parameter position, `param_groups` with the positions of their `params`"
