@@ -16,9 +16,10 @@ from fastai.learner import Learner
 from fastai.data.core import DataLoaders
 from fastai.callback.core import Callback
 from fastai.losses import MSELossFlat
-from fastai.metrics import rmse
+from fastai.metrics import rmse, AccumMetric, _rmse
 from fastai.collab import EmbeddingNN
 from fastai.tabular.model import get_emb_sz
+from .data import default_bs
 from .models import DotProduct, DotProductBias, suggest_n_factors
 from .optimizer import LazyAdam, LazyDecay
 
@@ -99,9 +100,11 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     if not isinstance(dls, DataLoaders):
         raise ValueError(f"cf_learner takes DataLoaders, got a {type(dls).__name__}: build them first, e.g. `CFDataLoaders.from_df(df)`.")
     fast = fast and isinstance(model, str) and model in ('dot', 'dot_bias') and _is_lazy(kwargs.get('opt_func', LazyAdam))
+    # the fast path's batch size belongs to the fast path: loaders whose `bs` nobody chose are re-batched (same tensors)
+    if fast and not getattr(dls, 'bs_given', True): dls = dls.rebatch(default_bs(dls.train.n))
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
-    if metrics is None: metrics = rmse
+    if metrics is None: metrics = AccumMetric(_rmse, name='rmse')   # fastai's `rmse`, shown as `rmse` (not `_rmse`)
     if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=default_wd(dls)) | kwargs
     if _is_lazy(kwargs.get('opt_func')) and not any(isinstance(cb, LazyDecay) for cb in L(kwargs.get('cbs'))):
         kwargs['cbs'] = [LazyDecay(), *L(kwargs.get('cbs'))]

@@ -71,7 +71,7 @@ def test_recorder_csvlogger_showgraph(dls, tmp_path):
         warnings.simplefilter('ignore')
         learn.fit_one_cycle(3, 3e-2)
     rec,h = learn.recorder,log.history
-    assert rec.metric_names == ['epoch', 'train_loss', 'valid_loss', '_rmse', 'w_norm', 'gap', 'u_weight_rms', 'time']
+    assert rec.metric_names == ['epoch', 'train_loss', 'valid_loss', 'rmse', 'w_norm', 'gap', 'u_weight_rms', 'time']
     csv = learn.csv_logger.read_log()
     assert list(csv.columns) == rec.metric_names and len(csv) == 3
     np.testing.assert_allclose(csv.w_norm, h.w_norm, rtol=1e-5)
@@ -89,7 +89,7 @@ def test_recorder_csvlogger_showgraph(dls, tmp_path):
 def test_lr_find_with_logger_attached(dls, tmp_path):
     learn = cf_learner(dls, n_factors=6, path=tmp_path, cbs=WeightDecayLogger())
     with learn.no_bar(), learn.no_logging(): learn.lr_find(show_plot=False, num_it=20)
-    assert learn.recorder.metric_names[-3:] == ['valid_loss', '_rmse', 'time'] and len(learn.metrics) == 1
+    assert learn.recorder.metric_names[-3:] == ['valid_loss', 'rmse', 'time'] and len(learn.metrics) == 1
     assert len(learn.weight_decay_logger.history) == 0
 
 def test_best_epoch_is_argmin(dls):
