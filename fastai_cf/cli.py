@@ -6,139 +6,25 @@ Docs: https://github.com/fastai-cf/fastai_cf/cli.html.md"""
 
 # %% ../nbs/07_cli.ipynb #8047bdeb
 from __future__ import annotations
-from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
-import math, os, sys, time, warnings
+import sys
 from pathlib import Path
 from typing import Annotated
-import pandas as pd
-from fastcore.basics import ifnone
-from fastcore.script import parse_cli, bool_arg
-from fastai.torch_core import set_seed, num_distrib, rank_distrib
-from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback
-from .data import MOVIELENS, CFDataLoaders, atomic_write
-from .learner import cf_learner, _is_lazy, default_wd
-from .callback.wd import WeightDecayLogger, wd_sweep, plot_wd_sweep, decay_mode
-from .inference import save_cf, load_cf
-from .callback.checkpoint import CFCheckpoint, NaNGuard
-from .distributed import launch_train
+from fastcore.script import bool_arg
+from . import __version__
+from .job import train, _run, _dls, _save_fig, _find, _rec_table, _MODELS, _SPLITS
 
 # %% auto #0
-__all__ = ['PlainProgress', 'train', 'recommend', 'similar', 'sweep_wd', 'main']
-
-# %% ../nbs/07_cli.ipynb #2e691971
-_MODELS = ['dot', 'dot_bias', 'nn']
-_SPLITS = ['random', 'time', 'user']
-
-def _dls(data, user_col, item_col, rating_col, sep, split, valid_pct, seed, bs):
-    "`CFDataLoaders` for `data`: a MovieLens set name or a ratings CSV path"
-    kw = dict(valid_pct=valid_pct, seed=seed, split=split, bs=bs)
-    if data in MOVIELENS:
-        return CFDataLoaders.from_movielens(data, item_name=ifnone(item_col, 'title'), **kw)
-    p = Path(data).expanduser()
-    if not p.exists() and p.suffix == '':
-        raise FileNotFoundError(f"--data {data!r} is neither a MovieLens set ({', '.join(MOVIELENS)}) nor an existing file.")
-    return CFDataLoaders.from_csv(p, sep=sep, user_name=user_col, item_name=item_col, rating_name=rating_col, **kw)
-
-def _save_fig(fig, fn):
-    import matplotlib.pyplot as plt
-    atomic_write(fn, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight'))
-    plt.close(fig)
-    return fn
+__all__ = ['recommend', 'similar', 'sweep_wd', 'main', 'train', 'PlainProgress']
 
 # %% ../nbs/07_cli.ipynb #6a85d2ea
-class PlainProgress(Callback):
-    "Print one aligned line per epoch (for logs), in place of fastai's `ProgressCallback`"
-    order = ProgressCallback.order
-    def before_fit(self):
-        self._names = list(self.recorder.metric_names)
-        self._w = [max(len(n), 9) for n in self._names]
-        self.learn.logger = self._line
-        print('  '.join(n.rjust(w) for n,w in zip(self._names, self._w)), flush=True)
-    def _line(self, vals):
-        fmt = lambda v: f'{v:.6f}' if isinstance(v, float) else str(v)
-        print('  '.join(fmt(v).rjust(w) for v,w in zip(vals, self._w)), flush=True)
+_all_ = ['train', 'PlainProgress']
 
-def _progress(learn):
-    "fastai's progress bar on a terminal, `PlainProgress` otherwise"
-    if sys.stdout.isatty(): return learn
-    if hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
-    learn.add_cb(PlainProgress())
-    return learn
-
-# %% ../nbs/07_cli.ipynb #c6173238
-def _wd_summary(learn, wdl):
-    "Two lines on what weight decay did"
-    h = wdl.history
-    h = h[h['kind'] == 'epoch'] if 'kind' in h else h
-    first,last,vl = h.iloc[0],h.iloc[-1],h['valid_loss']
-    over = ('validation loss rose after its minimum (overfitting)' if vl.iloc[-1] > vl.min() + 1e-4
-            else 'no overfitting: validation loss ended at its minimum')
-    return (f"weight decay: {decay_mode(learn)}; total weight norm {first['w_norm']:.2f} after epoch 0 -> {last['w_norm']:.2f}\n"
-            f"best validation loss {vl.min():.4f} at epoch {int(wdl.best_epoch)}, final {vl.iloc[-1]:.4f} "
-            f"(valid-train gap {last['gap']:+.4f}): {over}")
-
-def _rec_table(df, n):
-    return df.head(n).to_string(index=False, float_format=lambda v: f'{v:.2f}')
-
-# %% ../nbs/07_cli.ipynb #7b72d8b9
-def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV path
-          user_col:str=None, # User column (CSV; default: the first)
-          item_col:str=None, # Item column (default: 'title' for MovieLens, else the second)
-          rating_col:str=None, # Rating column (CSV; default: the third)
-          sep:str=',', # CSV field separator
-          model:Annotated[str, 'Model kind', {'choices':_MODELS}]='dot_bias',
-          n_factors:int=None, # Embedding width (default: suggest_n_factors)
-          epochs:int=5, # Epochs of fit_one_cycle
-          lr:float=None, # Peak learning rate (default: cf_learner's, CF_LR for the dot models)
-          wd:float=None, # Weight decay (default: cf_learner's, default_wd for the dot models)
-          bs:int=None, # Batch size (default: CFDataLoaders' default_bs)
-          fast:bool_arg=True, # The fast path (sparse embeddings, LazyAdam); false: stock fastai, as the lesson
-          split:Annotated[str, 'Validation split', {'choices':_SPLITS}]='random',
-          valid_pct:float=0.2, # Fraction of ratings held out
-          seed:int=42, # Random seed (split, initialisation, shuffling)
-          user:str=None, # User to show recommendations for (default: the first)
-          out:str='cf_out', # Folder for the model and the plot
-          checkpoint_every_epoch:bool=False, # Save checkpoint.pth in --out after each epoch, so an interrupted run can --resume
-          resume:bool=False, # Finish the interrupted run whose checkpoint.pth is in --out (same data and options)
-          nproc:int=1, # Processes on this machine: above 1, train with DDP through torchrun (see fastai_cf.distributed)
-          debug:bool=False, # Show full tracebacks on errors
-         ):
-    "Train a collaborative-filtering model (default: the lesson's DotProductBias on the bundled ml-latest-small)"
-    if epochs < 1: raise ValueError(f"--epochs {epochs} must be at least 1.")
-    if lr is not None and not (math.isfinite(lr) and lr > 0): raise ValueError(f"--lr {lr} must be a number > 0, e.g. 0.01.")
-    if wd is not None and not (math.isfinite(wd) and wd >= 0): raise ValueError(f"--wd {wd} must be a number >= 0, e.g. 0.1.")
-    if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"--out {out} is a file; pass a folder for the model and the plot.")
-    ck = Path(out)/'checkpoint.pth'
-    if resume and not ck.is_file(): raise FileNotFoundError(f"--resume: no checkpoint at {ck}; start the run with --checkpoint-every-epoch and the same --out.")
-    if nproc < 1: raise ValueError(f"--nproc {nproc} must be at least 1.")
-    if nproc > 1 and num_distrib() <= 1: return launch_train(nproc, locals())   # the same job on `nproc` processes
-    dls = _dls(data, user_col, item_col, rating_col, sep, split, valid_pct, seed, bs)
-    set_seed(seed, reproducible=True)
-    wdl = WeightDecayLogger()
-    kw = {'wd': wd} if wd is not None else {}
-    learn = _progress(cf_learner(dls, model=model, n_factors=n_factors, cbs=[wdl, NaNGuard()], fast=fast, **kw))
-    if _is_lazy(learn.opt_func) and ifnone(lr, learn.lr)*learn.wd >= 1:
-        raise ValueError(f"--lr {ifnone(lr, learn.lr):g} times --wd {learn.wd:g} must be below 1: LazyAdam shrinks the factors by "
-                         f"1 - lr*wd each step. Lower --wd (the default here is {default_wd(dls):.3g}) or --lr.")
-    u = ifnone(user, str(dls.classes[dls.user_name][1]))
-    uid = _find(dls.classes[dls.user_name], u, '--user')     # an unknown --user fails now, not after training
-    t = time.perf_counter()
-    with learn.cf_distrib_ctx():     # a no-op in a single process
-        if resume: learn.resume_fit(ck, epochs, lr)
-        else: learn.fit_one_cycle(epochs, lr, cbs=CFCheckpoint(ck) if checkpoint_every_epoch else None)
-    secs = time.perf_counter() - t
-    if rank_distrib(): return learn   # under DDP, rank 0 alone prints the results and writes the files
-    valid_loss = float(learn.recorder.values[-1][1])
-    print(f"\nfinal validation RMSE {valid_loss**0.5:.4f} (MSE {valid_loss:.4f}), {epochs} epochs in {secs:.1f} s")
-    print(_wd_summary(learn, wdl))
-    print(f"\ntop 5 recommendations for {dls.user_name} {u}:")
-    print(_rec_table(learn.recommend(uid, n=5), 5))
-    out = Path(out)
-    m = save_cf(learn, out/'model.cf')
-    png = _save_fig(wdl.plot(), out/'weight_decay.png')
-    print(f"\nmodel saved to {m}\nweight-decay plot saved to {png}")
-    return learn
+def __getattr__(name):
+    "`PlainProgress`, imported when first asked for: importing it imports fastai"
+    if name == 'PlainProgress':
+        from fastai_cf.callback.progress import PlainProgress
+        return PlainProgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/07_cli.ipynb #904f420b
 def _find(vocab, s, what):
@@ -225,6 +111,8 @@ def sweep_wd(wds:str='0,0.1,0.3,1,3', # Comma-separated weight decay values (the
              debug:bool=False, # Show full tracebacks on errors
             ):
     "Train one model per weight decay value and compare them"
+    import pandas as pd
+    from fastai_cf.callback.wd import wd_sweep, plot_wd_sweep
     try: vals = [float(v) for v in wds.split(',') if v.strip()]
     except ValueError: raise ValueError(f"--wds {wds!r} must be comma-separated numbers, e.g. 0,0.01,0.1") from None
     if not vals or any(v < 0 for v in vals): raise ValueError(f"--wds {wds!r} must list one or more values >= 0.")
@@ -239,19 +127,21 @@ def sweep_wd(wds:str='0,0.1,0.3,1,3', # Comma-separated weight decay values (the
 
 # %% ../nbs/07_cli.ipynb #17a94ec4
 _CMDS = {'train': train, 'recommend': recommend, 'similar': similar, 'sweep-wd': sweep_wd}
-_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError)
 
 def _usage():
     lines = ["usage: fastai-cf {" + ','.join(_CMDS) + "} [options]", "",
              "Collaborative filtering with fastai, from the command line.", "", "commands:"]
     lines += [f"  {k:<10} {f.__doc__}" for k,f in _CMDS.items()]
-    lines += ["", "Run `fastai-cf COMMAND --help` for a command's options and their defaults."]
+    lines += ["", "Run `fastai-cf COMMAND --help` for a command's options and their defaults; `fastai-cf --version` for the version."]
     return '\n'.join(lines)
 
 def main(argv:list=None # Arguments (default: `sys.argv[1:]`)
         ) -> int: # Exit status: 0, or 2 for an error the user can fix
     "The `fastai-cf` console command"
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (['-V'], ['--version']):
+        print(f"fastai-cf {__version__}")
+        return 0
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
@@ -259,21 +149,4 @@ def main(argv:list=None # Arguments (default: `sys.argv[1:]`)
     if cmd not in _CMDS:
         print(f"fastai-cf: error: unknown command {cmd!r}; use one of {', '.join(_CMDS)} (see fastai-cf --help)", file=sys.stderr)
         return 2
-    f = _CMDS[cmd]
-    old = sys.argv
-    sys.argv = [f'fastai-cf {cmd}'] + rest
-    try: pargs,kwargs,_ = parse_cli(f)          # argparse itself exits 2 on a bad option
-    finally: sys.argv = old
-    fmt = warnings.formatwarning
-    if not kwargs.get('debug'): warnings.formatwarning = lambda m,c,*a,**k: f"warning: {m}\n"   # one line each
-    try: f(*pargs, **kwargs)
-    except _USER_ERRORS as e:
-        if kwargs.get('debug'): raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"fastai-cf {cmd}: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fastai-cf {cmd}: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
-    finally: warnings.formatwarning = fmt
-    return 0
+    return _run(f'fastai-cf {cmd}', _CMDS[cmd], rest)

@@ -10,322 +10,25 @@ from . import data as _data   # first: `data` imports fastai without the notices
 import contextlib, os, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
-import pandas as pd, torch
+import pandas as pd
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from fastcore.basics import GetAttr, ifnone, patch, store_attr
 from fastcore.script import anno_parser
-from fastai.torch_core import apply, find_bs, num_distrib, rank_distrib, set_seed
-from fastai.callback.core import Callback
+from fastai.torch_core import num_distrib, rank_distrib, set_seed
 from fastai.learner import Learner
-from fastai.callback.schedule import fit_one_cycle   # patches `Learner.fit_one_cycle`
-from .data import MOVIELENS, CFDataLoader, CFDataLoaders, movielens_path, atomic_write
+from fastai.callback.progress import ProgressCallback
+from .data import MOVIELENS, CFDataLoaders, atomic_write
 from .learner import cf_learner
-from .optimizer import _row_adam
 from .inference import save_cf
-from .callback.wd import _is_fit
+from .ddp import *
+from .ddp import _on, _rank, _world, _argv, _check_data, _GRADS
+from .callback.progress import PlainProgress
+from .job import launch_train, train, _run, _USER_ERRORS
 
 # %% auto #0
-__all__ = ['setup_cf_distrib', 'CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'launch_train', 'train_distrib']
+__all__ = ['train_distrib', 'setup_cf_distrib', 'CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'launch_train']
 
-# %% ../nbs/08_distributed.ipynb #8dd62bfb
-def _on(): return dist.is_available() and dist.is_initialized()
-def _world(): return dist.get_world_size() if _on() else 1
-def _rank(): return dist.get_rank() if _on() else 0
-
-def _coll_device():
-    "Device of the tensors the collectives of this process group exchange (NCCL needs CUDA tensors)"
-    return torch.device('cuda', torch.cuda.current_device()) if _on() and dist.get_backend() == 'nccl' else torch.device('cpu')
-
-def _default_backend():
-    local = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return 'nccl' if dist.is_nccl_available() and gpus >= local else 'gloo'
-
-def setup_cf_distrib(backend:str=None # 'gloo' or 'nccl' (default: NCCL when each local process can have a GPU, else gloo)
-                    ) -> str: # The backend of the process group
-    "Join the process group that `torchrun` or `accelerate launch` described in the environment"
-    if _on(): return dist.get_backend()
-    if num_distrib() < 1: raise ValueError("No process group to join: WORLD_SIZE is not set. Start the program with "
-                                           "`torchrun --nproc_per_node N ...` (or `accelerate launch`), or pass nproc=N.")
-    backend = ifnone(backend, _default_backend())
-    if backend not in ('gloo', 'nccl'): raise ValueError(f"backend={backend!r}: use 'gloo' (CPU) or 'nccl' (GPUs).")
-    if backend == 'nccl': torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    dist.init_process_group(backend, init_method='env://')
-    return backend
-
-# %% ../nbs/08_distributed.ipynb #a636d80d
-def _gather_rows(x, sizes):
-    "Concatenate, in rank order, the first `sizes[r]` rows of `x` from each rank `r`"
-    n = max(sizes)
-    p = x if len(x) == n else torch.cat([x, x.new_zeros((n-len(x),) + x.shape[1:])])
-    dev = _coll_device()
-    res = [torch.empty_like(p, device=dev) for _ in sizes]
-    dist.all_gather(res, p.to(dev).contiguous())
-    return torch.cat([o[:s] for o,s in zip(res, sizes)]).to(x.device)
-
-class CFDistributedDL(GetAttr):
-    "Rank `rank`'s slice of every batch of the `CFDataLoader` `dl`, for `world_size` processes"
-    _default = 'dl'
-    def __init__(self, dl:CFDataLoader, # The loader every rank wraps (train or valid)
-                 rank:int=None, # This process's rank (default: the process group's)
-                 world_size:int=None, # Number of processes (default: the process group's)
-                ):
-        if not isinstance(dl, CFDataLoader): raise ValueError(f"CFDistributedDL wraps a `CFDataLoader`, got {type(dl).__name__}.")
-        rank,world_size = ifnone(rank, _rank()),ifnone(world_size, _world())
-        if not 0 <= rank < world_size: raise ValueError(f"rank={rank} must be in 0..{world_size-1} (world_size={world_size}).")
-        store_attr('dl,rank,world_size')
-        self.sizes,self.m = None,None   # rows each rank holds in the current batch, and their total
-
-    def batches(self) -> list:
-        "`(start, end)` of each batch in the epoch's order, as `dl` makes them (a last batch under `world_size` rows merged into the one before)"
-        n,bs,N = self.dl.n,self.dl.bs,self.world_size
-        stop = n - n % bs if self.dl.drop_last else n
-        res = [(s, min(s+bs, stop)) for s in range(0, stop, bs)]
-        if len(res) > 1 and res[-1][1] - res[-1][0] < N: res[-2:] = [(res[-2][0], res[-1][1])]
-        if res and res[-1][1] - res[-1][0] < N:
-            raise ValueError(f"A batch of {res[-1][1]-res[-1][0]} rows can't be shared by {N} processes: use fewer processes or more data.")
-        return res
-
-    def __len__(self): return len(self.batches())
-
-    def _order(self):
-        "The epoch's order of rows: `dl`'s own, broadcast from rank 0"
-        if not self.dl.shuffle: return None
-        idxs = self.dl.get_idxs()
-        if _on() and self.world_size > 1:
-            t = idxs.to(_coll_device())
-            dist.broadcast(t, 0)
-            idxs = t.to(idxs.device)
-        return idxs
-
-    def __iter__(self):
-        bounds,N,r = self.batches(),self.world_size,self.rank
-        mine = [(s + r*(e-s)//N, s + (r+1)*(e-s)//N) for s,e in bounds]
-        pos = torch.cat([torch.arange(a, b) for a,b in mine]) if mine else torch.zeros(0, dtype=torch.long)
-        order = self._order()
-        if order is not None: pos = order[pos.to(order.device)]
-        ts = tuple(t[pos.to(t.device)] for t in self.dl.tensors)      # this rank's rows only
-        if self.dl.device is not None and ts[0].device != self.dl.device: ts = tuple(t.to(self.dl.device) for t in ts)
-        k = 0
-        for (s,e),(a,b) in zip(bounds, mine):
-            self.m,self.sizes = e-s,[(e-s)*(j+1)//N - (e-s)*j//N for j in range(N)]
-            yield tuple(t[k:k+b-a] for t in ts)
-            k += b-a
-
-    def to_detach(self, b, cpu:bool=True, gather:bool=True):
-        "Detach `b`; with `gather`, stack every rank's rows of the current batch in rank order (scalars stay this rank's)"
-        def _one(x):
-            if not isinstance(x, torch.Tensor): return x
-            x = x.detach()
-            if gather and x.ndim and self.world_size > 1 and _on() and self.sizes and len(x) == self.sizes[self.rank]:
-                x = _gather_rows(x, self.sizes)
-            return x.cpu() if cpu else x
-        return apply(_one, b)
-
-# %% ../nbs/08_distributed.ipynb #c4e466a9
-_GRADS = ('auto', 'sparse', 'dense')
-
-def _rows_grad(g):
-    "A dense embedding gradient as a sparse one holding its non-zero rows: the rows some rank looked up"
-    idx = g.ne(0).any(1).nonzero().squeeze(1)
-    return torch.sparse_coo_tensor(idx[None], g.index_select(0, idx), g.shape, is_coalesced=True)
-
-class CFDistributedTrainer(Callback):
-    "Fit with `DistributedDataParallel` over the process group: sharded batches, all-reduced gradients, metrics over all rows"
-    order = 11   # fastai's `DistributedTrainer` slot: before `WeightDecayLogger` and `Recorder`, which read the summed metrics
-    def __init__(self, grads:str='auto', # 'sparse', 'dense', or 'auto' (sparse with gloo, dense with NCCL)
-                 **kwargs # Passed to `DistributedDataParallel`
-                ):
-        if grads not in _GRADS: raise ValueError(f"grads={grads!r}: use one of {', '.join(map(repr, _GRADS))}.")
-        store_attr('grads,kwargs')
-        self._reset()
-
-    def _wrap(self, dl): return CFDistributedDL(dl) if isinstance(dl, CFDataLoader) else dl
-
-    def before_fit(self):
-        if not _on(): raise ValueError("CFDistributedTrainer needs a process group: launch with `torchrun` and fit inside `learn.cf_distrib_ctx()`.")
-        self._old = list(self.learn.dls.loaders)
-        self.learn.dls.loaders = [self._wrap(dl) for dl in self._old]
-        self._fit = _is_fit(self.learn)
-        if not self._fit: return                      # `validate`, `get_preds`: sharded, gathered, no DDP
-        if _rank():                                   # fastai sets rank > 0's logger to `noop`; this also quiets `PlainProgress`
-            self._quiet = contextlib.ExitStack()
-            self._quiet.enter_context(contextlib.redirect_stdout(self._quiet.enter_context(open(os.devnull, 'w'))))
-        model,dev = self.learn.model,_coll_device()
-        if dev.type == 'cuda' and self.learn.dls.device != dev:   # NCCL: one GPU per rank
-            self.learn.dls.to(dev); model.to(dev)
-        self._embs = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-        self._was_sparse = [m.sparse for m in self._embs]
-        self.mode = self.grads if self.grads != 'auto' else 'sparse' if dist.get_backend() == 'gloo' else 'dense'
-        if self.mode == 'dense':
-            for m in self._embs: m.sparse = False
-        self._frozen = [p for p in model.parameters() if p.requires_grad and not p.numel()]   # e.g. `EmbeddingNN`'s empty `bn_cont`
-        for p in self._frozen: p.requires_grad_(False)   # DDP would wait for their gradient forever
-        self.ddp = DistributedDataParallel(model, **self.kwargs)
-        self._lazy = _row_adam(self.learn) is not None
-        if self._lazy:
-            grps = self.learn.opt.opt.param_groups
-            self._grp = {id(p): i for i,g in enumerate(grps) for p in g['params']}
-            rows = [m for m,s in zip(self._embs, self._was_sparse) if s]
-            self._hooks = [m.register_forward_hook(self._keep) for m in rows]
-            ids = {id(m.weight) for m in rows}
-            self._dense = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
-
-    def _keep(self, m, inp, out):
-        if self.training and torch.is_grad_enabled(): self._outs.append((m, out))
-
-    def _l2(self, p): return self.learn.opt.opt.param_groups[self._grp[id(p)]]['l2']
-
-    def before_train(self):
-        if isinstance(self.learn.dl, CFDataLoader): self.learn.dl = self._wrap(self.learn.dl)
-        if self._fit: self.learn.model = self.ddp
-    def before_validate(self):
-        if isinstance(self.learn.dl, CFDataLoader): self.learn.dl = self._wrap(self.learn.dl)
-    def before_batch(self): self._outs = []
-
-    def after_loss(self):
-        if not (self._fit and self.training): return
-        dl,N = self.learn.dl,_world()
-        n,m = (dl.sizes[dl.rank],dl.m) if isinstance(dl, CFDistributedDL) else (find_bs(self.learn.yb),None)
-        lg = self.learn.loss_grad
-        if m and n*N != m: lg = lg * (n*N/m)       # uneven slices: weight this rank's mean by its rows
-        if self._lazy:
-            m = m or n*N
-            for e,out in self._outs:               # LazyAdam's per-lookup penalty, for the global batch, as a loss
-                l2,lookups = self._l2(e.weight),out.numel() // e.embedding_dim
-                if l2: lg = lg + out.float().pow(2).sum() * (l2*N*n / (2*m*lookups))
-            for p in self._dense:
-                l2 = self._l2(p)
-                if l2: lg = lg + p.pow(2).sum() * (l2/2)
-        self.learn.loss_grad = lg
-        self._outs = []
-
-    def before_step(self):
-        if not self._fit: return
-        if self.mode == 'dense':
-            for m,s in zip(self._embs, self._was_sparse):
-                if s and m.weight.grad is not None and not m.weight.grad.is_sparse: m.weight.grad = _rows_grad(m.weight.grad)
-        if self._lazy:
-            grps = self.learn.opt.opt.param_groups
-            self._saved_l2 = [g['l2'] for g in grps]
-            for g in grps: g['l2'] = 0.
-
-    def after_step(self):
-        if not (self._fit and self._lazy): return
-        for g,l2 in zip(self.learn.opt.opt.param_groups, self._saved_l2): g['l2'] = l2
-
-    def _sum_over_ranks(self, mets):
-        "Sum the running totals of `AvgLoss`/`AvgMetric`-like metrics over ranks, so `value` covers every row"
-        mets = [o for o in mets if hasattr(o, 'total') and hasattr(o, 'count')]
-        if not mets or _world() == 1: return
-        t = torch.tensor([[float(o.total), float(o.count)] for o in mets], dtype=torch.float64, device=_coll_device())
-        dist.all_reduce(t)
-        for o,(tot,cnt) in zip(mets, t.tolist()): o.total,o.count = tot,cnt
-
-    def after_train(self):
-        if self._fit: self.learn.model = self.ddp.module
-        rec = getattr(self.learn, 'recorder', None)
-        if rec is not None and rec.train_metrics: self._sum_over_ranks(self.learn.metrics)
-    def after_validate(self):
-        rec = getattr(self.learn, 'recorder', None)
-        if rec is not None: self._sum_over_ranks([rec.loss, *self.learn.metrics])
-
-    def after_fit(self): self._restore()
-    def _restore(self):
-        "Put back the loaders, the model, and the embeddings' `sparse` flags (also when a fit stopped half-way)"
-        if self._old is not None: self.learn.dls.loaders = self._old
-        if self.ddp is not None: self.learn.model = self.ddp.module
-        for m,s in zip(self._embs, self._was_sparse): m.sparse = s
-        for p in self._frozen: p.requires_grad_(True)
-        for h in self._hooks: h.remove()
-        if self._quiet is not None: self._quiet.close()
-        self._reset()
-
-    def _reset(self):
-        self.ddp,self._old,self._fit,self._quiet,self._lazy = None,None,False,None,False
-        self._embs,self._was_sparse,self._frozen,self._hooks,self._outs = [],[],[],[],[]
-
-# %% ../nbs/08_distributed.ipynb #8835aabd
-@patch
-def to_cf_distributed(self:Learner, grads:str='auto', # See `CFDistributedTrainer`
-                      **kwargs # Passed to `DistributedDataParallel`
-                     ) -> Learner:
-    "Add `CFDistributedTrainer` to `self`"
-    self.add_cb(CFDistributedTrainer(grads, **kwargs))
-    return self
-
-@patch
-def detach_cf_distributed(self:Learner) -> Learner:
-    "Remove `CFDistributedTrainer` from `self`, restoring its loaders and model if a fit stopped half-way"
-    for cb in [cb for cb in self.cbs if isinstance(cb, CFDistributedTrainer)]:
-        cb._restore()
-        self.remove_cb(cb)
-    return self
-
-@patch
-@contextlib.contextmanager
-def cf_distrib_ctx(self:Learner, grads:str='auto', # See `CFDistributedTrainer`
-                   backend:str=None, # See `setup_cf_distrib`
-                   **kwargs # Passed to `DistributedDataParallel`
-                  ):
-    "Within the block, fit `self` with DDP over the processes a launcher started; in one plain process, change nothing"
-    joined = num_distrib() > 1 and not _on()
-    if joined: setup_cf_distrib(backend)
-    try:
-        if _on(): self.to_cf_distributed(grads, **kwargs)
-        yield self
-    finally:
-        self.detach_cf_distributed()
-        if joined: dist.destroy_process_group()
-
-# %% ../nbs/08_distributed.ipynb #28da1316
-def _argv(func, kwargs:dict, skip=('nproc',)) -> list:
-    "Options of `func`'s command line (as `fastcore.script` builds it) that give back `kwargs`, defaults left out"
-    res = []
-    for a in anno_parser(func)._actions:
-        if not a.option_strings or a.dest not in kwargs or a.dest in skip: continue
-        v = kwargs[a.dest]
-        if v is None or v == a.default: continue
-        res += [a.option_strings[-1]] if a.nargs == 0 else [a.option_strings[-1], str(v)]
-    return res
-
-def _check_data(data):
-    "Raise early (before starting processes) if `data` is neither a MovieLens set nor a file; fetch a set once, here"
-    if data in MOVIELENS: return movielens_path(data)
-    p = Path(data).expanduser()    # the messages `fastai-cf train` and `read_ratings_csv` give
-    if not p.exists() and p.suffix == '':
-        raise FileNotFoundError(f"--data {data!r} is neither a MovieLens set ({', '.join(MOVIELENS)}) nor an existing file.")
-    if p.is_dir(): raise FileNotFoundError(f"{p} is a folder; pass the ratings file inside it (e.g. {p/'ratings.csv'}).")
-    if not p.exists(): raise FileNotFoundError(f"No such ratings file: {p}. Check the path.")
-
-def launch_distrib(nproc:int, # Processes to start on this machine
-                   argv:list, # Arguments of `python -m fastai_cf.distributed`
-                   threads:int=None, # `OMP_NUM_THREADS` of each process (default: cores / `nproc`, at least 1)
-                  ):
-    "Run `python -m fastai_cf.distributed *argv` as `nproc` DDP processes of this machine, like `torchrun --standalone`"
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1: raise ValueError(f"nproc={nproc!r} must be a whole number >= 1.")
-    from torch.distributed.run import get_args_parser, run
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    args = get_args_parser().parse_args(['--standalone', f'--nproc-per-node={nproc}', '--module', 'fastai_cf.distributed', *map(str, argv)])
-    old = os.environ.get('OMP_NUM_THREADS')
-    os.environ['OMP_NUM_THREADS'] = str(ifnone(threads, max(1, (os.cpu_count() or 1) // nproc)))
-    try: run(args)
-    except ChildFailedError as e:     # the processes printed their own errors
-        codes = [f.exitcode for f in e.failures.values()]
-        raise SystemExit(next((c for c in codes if c > 0), 1)) from None
-    finally:
-        if old is None: os.environ.pop('OMP_NUM_THREADS', None)
-        else: os.environ['OMP_NUM_THREADS'] = old
-
-def launch_train(nproc:int, # Processes to start on this machine
-                 kwargs:dict, # Arguments of `fastai_cf.cli.train` (`nproc` among them is ignored)
-                ):
-    "Run `fastai-cf train` with `kwargs` as `nproc` DDP processes of this machine: what `fastai-cf train --nproc N` does"
-    from fastai_cf.cli import train
-    _check_data(kwargs.get('data', 'ml-latest-small'))
-    launch_distrib(nproc, ['train', *_argv(train, kwargs)])
+# %% ../nbs/08_distributed.ipynb #6f6b73a2
+_all_ = ['setup_cf_distrib', 'CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'launch_train']
 
 # %% ../nbs/08_distributed.ipynb #e1880549
 @contextlib.contextmanager
@@ -365,8 +68,6 @@ def train_distrib(data:str='ml-latest-small', # A MovieLens set name, or a ratin
     if nproc > 1 and num_distrib() <= 1:
         _check_data(data)
         return launch_distrib(nproc, _argv(train_distrib, locals()))
-    from fastai_cf.cli import PlainProgress
-    from fastai.callback.progress import ProgressCallback
     joined = num_distrib() > 1 and not _on()
     if joined: setup_cf_distrib(backend)
     rank,world = _rank(),_world()
@@ -390,16 +91,13 @@ def train_distrib(data:str='ml-latest-small', # A MovieLens set name, or a ratin
     print(f"model saved to {m}\ntable saved to {h}")
     return learn
 
-_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError)
-
 def _main(argv:list=None # Arguments (default: `sys.argv[1:]`)
         ) -> int: # Exit status: 0, or 2 for an error the user can fix
     "`python -m fastai_cf.distributed`: `train_distrib`'s options; or `train` and `fastai-cf train`'s options"
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['train']:
-        from fastai_cf.cli import main as cli_main
         if rank_distrib(): warnings.simplefilter('ignore')   # rank 0 shows the data's warnings once
-        return cli_main(argv)
+        return _run('fastai-cf train', train, argv[1:])
     p = anno_parser(train_distrib, prog='python -m fastai_cf.distributed')
     kw = {k:v for k,v in vars(p.parse_args(argv)).items() if k not in ('pdb', 'xtra')}
     try: train_distrib(**kw)

@@ -35,6 +35,15 @@ def test_help_lists_commands_and_defaults():
         assert h.returncode == 0 and opt in h.stdout, (cmd, h.stdout)
     assert '(default: 5)' in run('train', '--help').stdout
 
+def test_version_and_help_without_fastai():
+    "`--version` and every `--help` answer before fastai is imported (importing it takes seconds)"
+    import fastai_cf
+    r = run('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'fastai-cf {fastai_cf.__version__}'
+    code = "import sys, fastai_cf.cli; print(sorted(m for m in ('fastai', 'torch', 'pandas', 'matplotlib') if m in sys.modules))"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr
+
 def test_train_outputs(trained):
     out,r = trained
     assert 'final validation RMSE' in r.stdout and 'weight decay: ' in r.stdout and 'top 5 recommendations' in r.stdout

@@ -80,7 +80,7 @@ API = [
     ('frame without columns', lambda c: CFDataLoaders.from_df(pd.DataFrame()), ValueError, 'The ratings frame is empty'),
     ('ratings as words', lambda c: check_ratings(G.assign(rating=['four stars', '3', '5', '1', '2', '4'])),
      ValueError, "non-numeric value(s), first at row 0 (value 'four stars')"),
-    ('-inf rating', lambda c: check_ratings(G.assign(rating=[4, 3, -np.inf, 1, 2, 4])), ValueError, '1 missing or infinite rating(s), first at row 2'),
+    ('-inf rating', lambda c: check_ratings(G.assign(rating=[4, 3, -np.inf, 1, 2, 4])), ValueError, '1 missing or infinite rating(s), first at line 4'),
     ('None among object ratings', lambda c: check_ratings(G.assign(rating=pd.Series([4, None, 5, 1, 2, 4], dtype=object))),
      ValueError, '1 missing or infinite rating(s), first at row 1'),
     ('item ids mixing int and str', lambda c: check_ratings(G.assign(item=['a', 1, 'a', 'c', 'b', 'a'])), ValueError, "Column 'item' mixes id types (int, str)"),
@@ -113,8 +113,8 @@ API = [
     ('CSV in UTF-16', lambda c: CFDataLoaders.from_csv(c.p['utf16']), ValueError, "is not valid utf-8-sig text (invalid start byte at byte 0)"),
     ('gzip bytes named .csv', lambda c: CFDataLoaders.from_csv(c.p['gzip']), ValueError, 'is not valid utf-8-sig text'),
     ('unclosed quote', lambda c: CFDataLoaders.from_csv(c.p['quote']), ValueError, 'could not be parsed: Error tokenizing data. C error: EOF inside string'),
-    ('decimal commas', lambda c: CFDataLoaders.from_csv(c.p['decimal_comma'], sep=';'), ValueError, "non-numeric value(s), first at row 0 (value '4,5')"),
-    ('a totals line at the end (CRLF)', lambda c: CFDataLoaders.from_csv(c.p['footer']), ValueError, '1 missing or infinite rating(s), first at row 2'),
+    ('decimal commas', lambda c: CFDataLoaders.from_csv(c.p['decimal_comma'], sep=';'), ValueError, "non-numeric value(s), first at line 2 (value '4,5')"),
+    ('a totals line at the end (CRLF)', lambda c: CFDataLoaders.from_csv(c.p['footer']), ValueError, '1 missing or infinite rating(s), first at line 4'),
     ('header only (BOM, CRLF)', lambda c: CFDataLoaders.from_csv(c.p['header_only']), ValueError, 'The ratings frame is empty'),
     ('MovieLens folder without its ratings', lambda c: movielens_path('ml-100k', path=c.p['folder']), FileNotFoundError, 'No ml-100k ratings file (u.data) in'),
     ('MovieLens zip without the set', lambda c: movielens_path('ml-latest', path=c.p['zip_without_set']), ValueError, 'does not hold the ml-latest ratings file'),
@@ -175,7 +175,7 @@ NEED_CLI = 'cli.py train: check the option before loading data (see the report)'
 CLI = [
     ('data is a folder', ('train', '--data', '{folder}'), 'is a folder; pass the ratings file inside it'),
     ('latin-1 CSV', ('train', '--data', '{latin1}'), "is not valid utf-8-sig text (invalid continuation byte at byte 22); pass encoding='latin-1'"),
-    ('ragged line', ('train', '--data', '{ragged}'), 'Expected 3 fields in line 3, saw 4. Fix the ragged line',
+    ('ragged line', ('train', '--data', '{ragged}'), 'have the wrong number of fields, first at line(s) 3. Fix or remove them, or pass --drop-bad-rows',
      _miss("data.py read_ratings_csv: pandas' ParserError text ends in a newline, so the CLI error is 2 lines; "
            "use ' '.join(str(e).split()) there (and/or collapse newlines in cli.main)")),
     ('wrong separator', ('train', '--data', '{semicolon}'), 'was the file read with the wrong separator?'),
@@ -245,10 +245,10 @@ def test_table_size():
 WRITE_CALLS = {'savefig', 'to_csv', 'to_parquet', 'to_json', 'to_pickle', 'write_text', 'write_bytes', 'extractall', 'save', 'export', 'dump', 'touch'}
 # (module, function) that write files, and how each is atomic; each has a test below or in the test file named
 ATOMIC = {
-    ('cli.py', '_save_fig'): 'data.atomic_write (test_cli_plot_write_is_atomic)',
+    ('job.py', '_save_fig'): 'data.atomic_write (test_cli_plot_write_is_atomic)',
     ('data.py', 'atomic_write'): 'temp file beside the target, fsync, then os.replace (test_cli_plot_write_is_atomic, test_wd_plot_write_is_atomic)',
     ('callback/wd.py', '_finish'): 'data.atomic_write (test_wd_plot_write_is_atomic)',
-    ('inference.py', '_write_atomic'): 'temp file, fsync, os.replace: model files and checkpoints (test_inference.py::test_save_is_atomic, test_checkpoint_write_is_atomic)',
+    ('modelfile.py', '_write_atomic'): 'temp file, fsync, os.replace: model files and checkpoints (test_inference.py::test_save_is_atomic, test_checkpoint_write_is_atomic)',
     ('data.py', '_extract'): 'MovieLens extracted into a temp folder, then renamed (test_extract_is_atomic); downloads go to .part, then rename (fastdownload)',
     ('distributed.py', '_write_csv'): 'temp file, then os.replace',
 }
@@ -348,7 +348,7 @@ def test_nan_stops_training_and_keeps_last_checkpoint(c, tmp_path):
 def test_inf_loss_stops_training(c):
     "Ratings too large for a float32 squared error (here put into the loader's tensor, past any check on the frame)"
     dls = quiet(CFDataLoaders.from_df, planted(), seed=0, bs=64)
-    dls.train.y *= 1e19
+    dls.train.dataset.y *= 1e19
     with pytest.raises(NaNLossError, match=r'loss became (inf|nan) at epoch 0, batch 0'): fit(cf_learner(dls, n_factors=4, y_range=None), 1, cbs=NaNGuard())
 
 def _cli_wired():
@@ -362,8 +362,9 @@ def test_cli_nan_keeps_last_model(c, tmp_path, monkeypatch):
     out = tmp_path/'out'
     assert run_cli('train', '--data', c.p['good'], '--epochs', 1, '--out', out)[0] == 0
     good = (out/'model.cf').read_bytes()
-    real = cli.cf_learner
-    monkeypatch.setattr(cli, 'cf_learner', lambda *a, **k: real(*a, **k).add_cb(Poison(1)))
+    import fastai_cf.learner
+    real = fastai_cf.learner.cf_learner      # `fastai-cf train` (`fastai_cf.job.train`) imports it when it runs
+    monkeypatch.setattr(fastai_cf.learner, 'cf_learner', lambda *a, **k: real(*a, **k).add_cb(Poison(1)))
     rc,err = run_cli('train', '--data', c.p['good'], '--epochs', 3, '--out', out, '--checkpoint-every-epoch')
     assert rc == 2 and len(err) == 1 and 'the training loss became nan at epoch 1, batch 3' in err[0], (rc, err)
     assert (out/'model.cf').read_bytes() == good, 'the model of the last good run is not overwritten'

@@ -1,0 +1,77 @@
+"How the package is built: no import circle between its modules, and no needless cold-start cost"
+import ast, subprocess, sys
+from pathlib import Path
+import fastai_cf
+
+PKG = Path(fastai_cf.__file__).parent
+
+def _module(fn):
+    "Dotted name of the package module in `fn`"
+    parts = fn.relative_to(PKG.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+def _imports(fn):
+    "Package modules that the module in `fn` imports anywhere in its code (module level or inside functions)"
+    name = _module(fn)
+    pkg = name if fn.name == '__init__.py' else name.rpartition('.')[0]
+    res = set()
+    for node in ast.walk(ast.parse(fn.read_text())):
+        if isinstance(node, ast.Import): res |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                up = pkg.split('.')[:len(pkg.split('.')) - node.level + 1]
+                base = '.'.join(up + ([base] if base else []))
+            res.add(base)
+            res |= {f'{base}.{a.name}' for a in node.names}    # `from . import data` imports a module
+    return res
+
+def import_graph():
+    "`{module: package modules it imports}` for every module of fastai_cf (the hand-written `all.py` included)"
+    fns = {_module(fn): fn for fn in PKG.rglob('*.py')}
+    return {m: {o for o in _imports(fn) if o in fns and o != m} for m,fn in fns.items()}
+
+def find_cycle(graph):
+    "One import circle of `graph` as a list of modules (first == last), or `None`"
+    state,stack = {},[]
+    def visit(m):
+        state[m] = 'open'; stack.append(m)
+        for o in sorted(graph[m]):
+            if state.get(o) == 'open': return stack[stack.index(o):] + [o]
+            if o not in state and (c := visit(o)): return c
+        state[m] = 'done'; stack.pop()
+    for m in sorted(graph):
+        if m not in state and (c := visit(m)): return c
+
+def test_find_cycle_finds_one():
+    assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': set()}) == ['a', 'b', 'c', 'a']
+    assert find_cycle({'a': {'b'}, 'b': set()}) is None
+
+def test_graph_sees_relative_and_lazy_imports():
+    g = import_graph()
+    assert 'fastai_cf.data' in g['fastai_cf.learner']
+    assert 'fastai_cf.optimizer' in g['fastai_cf.callback.wd']     # `from ..optimizer import ...`
+
+def test_no_import_circle():
+    c = find_cycle(import_graph())
+    assert c is None, 'import circle: ' + ' -> '.join(c)
+
+def test_distributed_does_not_import_cli():
+    assert 'fastai_cf.cli' not in import_graph()['fastai_cf.distributed']
+
+FIT = '''
+import sys, warnings; warnings.filterwarnings('ignore')
+import torch
+from fastai_cf.optimizer import LazyAdam
+e = torch.nn.Embedding(10, 3, sparse=True)
+opt = LazyAdam(e.parameters(), lr=0.1, wd=0.1)
+e(torch.tensor([1, 2])).sum().backward(); opt.step(); opt.zero_grad()
+sd = opt.state_dict(); opt.load_state_dict(sd); opt.opt.flush()
+print('torch._dynamo' in sys.modules)
+'''
+
+def test_lazy_adam_does_not_import_dynamo():
+    "A `torch.optim.Optimizer` imports `torch._dynamo` (~2 s) on its first method call; `RowAdam` must not"
+    r = subprocess.run([sys.executable, '-c', FIT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == 'False'
