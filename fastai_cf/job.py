@@ -81,7 +81,7 @@ def _save_fig(fig, fn):
     "Write the matplotlib figure `fig` to `fn` atomically, and close it"
     import matplotlib.pyplot as plt
     from fastai_cf.data import atomic_write
-    atomic_write(fn, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight'))
+    atomic_write(fn, lambda tmp: fig.savefig(tmp, dpi=100))   # the plots lay themselves out (`tight_layout`): one draw, not two
     plt.close(fig)
     return fn
 

@@ -104,3 +104,36 @@ def test_default_train_on_bundled_data(tmp_path):
     rmse = float(r.stdout.split('final validation RMSE ')[1].split()[0])
     assert rmse <= 0.871, rmse          # stock fastai's lesson figure: MSE 0.758
     assert (tmp_path/'cf_out'/'model.cf').exists() and (tmp_path/'cf_out'/'weight_decay.png').exists()
+
+# ---- a user's own files through `fastai-cf train`: each trains, or exits 2 with one line naming the CLI flag that fixes it
+_ROWS = [(u, f'film {i}', float(1 + (u*7 + i*3) % 9 / 2)) for u in range(30) for i in range(20) if (u + i) % 3]
+def _text(sep=',', header=True, extra=(), ids=False):
+    rows = [(u, int(i.split()[1]) + 100, r) if ids else (u, i, r) for u,i,r in _ROWS]   # ids: every field a number, as MovieLens
+    lines = ([sep.join(['who', 'film', 'stars'])] if header else []) + [sep.join(map(str, r)) for r in rows] + list(extra)
+    return '\n'.join(lines) + '\n'
+
+USER_FILES = [   # (name, file text, extra options, None to train, or the message expected)
+    ('no header', _text(header=False, ids=True), (), '--no-header'),
+    ('no header, --no-header', _text(header=False, ids=True), ('--no-header',), None),
+    ('TSV without --sep', _text(sep='\t'), (), '--sep'),
+    ('TSV, --sep \\t as typed in a shell', _text(sep='\t'), ('--sep', '\\t'), None),
+    ('semicolons, --sep ;', _text(sep=';'), ('--sep', ';'), None),
+    ('duplicates refused', _text(extra=['0,film 1,4.0']), ('--duplicates', 'error'), '--duplicates keep, last or mean'),
+    ('duplicates averaged', _text(extra=['0,film 1,4.0']), ('--duplicates', 'mean'), None),
+    ('several bad rows', _text(extra=['3,film 2,', '4,,3.5', '5,film 3,x']), (), '--drop-bad-rows'),
+    ('several bad rows, dropped', _text(extra=['3,film 2,', '4,,3.5', '5,film 3,x']), ('--drop-bad-rows',), None),
+]
+
+@pytest.mark.parametrize('name,text,opts,msg', USER_FILES, ids=[o[0] for o in USER_FILES])
+def test_user_files(name, text, opts, msg, tmp_path, capsys):
+    from fastai_cf.cli import main
+    p = tmp_path/'ratings.csv'; p.write_text(text)
+    rc = main(['train', '--data', str(p), '--epochs', '1', '--out', str(tmp_path/'out'), *opts])
+    out,err = capsys.readouterr()
+    if msg is None:
+        assert rc == 0 and 'final validation RMSE' in out, err
+        return
+    err = [l for l in err.splitlines() if not l.startswith('warning:')]
+    assert rc == 2 and len(err) == 1 and msg in err[0], (rc, err)
+    for py in ('header=None', 'drop_bad_rows=', 'duplicates=', 'sep=', 'item_name='): assert py not in err[0], err[0]
+    assert not (tmp_path/'out'/'model.cf').exists()
