@@ -7,6 +7,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/learner.html.md"""
 # %% ../nbs/02_learner.ipynb #9b3a1da4
 from __future__ import annotations
 from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
+import math
 import numpy as np, torch
 from functools import partial
 from torch import nn
@@ -24,7 +25,8 @@ from .models import DotProduct, DotProductBias, suggest_n_factors
 from .optimizer import LazyAdam, LazyDecay
 
 # %% auto #0
-__all__ = ['CF_LR', 'CF_WD_EPOCH', 'default_y_range', 'TorchThreads', 'default_wd', 'cf_learner']
+__all__ = ['CF_LR', 'CF_WD_EPOCH', 'CF_BIAS_REG', 'CF_BIAS_START', 'default_y_range', 'TorchThreads', 'default_wd',
+           'baseline_biases', 'init_biases', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -78,6 +80,8 @@ class TorchThreads(Callback):
 # %% ../nbs/02_learner.ipynb #9b807b47
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
 CF_WD_EPOCH = 58.5  # the fast path's weight decay times the training batches per epoch (see `default_wd`)
+CF_BIAS_REG = 25.  # ridge penalty of the baseline the biases start from, in ratings per user and per item (see `init_biases`)
+CF_BIAS_START = 20  # training ratings at which a row's start is halfway from the baseline to the zero-logit start (see `init_biases`)
 
 def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
               ) -> float:
@@ -86,28 +90,95 @@ def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
 
 def _is_lazy(opt_func): return opt_func is LazyAdam or (isinstance(opt_func, partial) and opt_func.func is LazyAdam)
 
+# %% ../nbs/02_learner.ipynb #587a168a
+def _train_xy(dls):
+    "Training `[user, item]` rows (long) and ratings (float64) of `dls`, on the CPU"
+    x = getattr(dls.train, 'x', None)
+    if x is None: x = dls.train.items[list(dls.classes)[:2]].to_numpy()
+    return torch.as_tensor(x).cpu().long(),_train_ratings(dls).cpu().reshape(-1).double()
+
+@torch.no_grad()
+def baseline_biases(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
+                    y_range:tuple, # The model's `(low, high)`
+                    reg:float=CF_BIAS_REG, # Ridge penalty per user and per item, in ratings
+                    iters:int=5, # Alternating passes
+                   ) -> tuple: # `(g, bu, bi)`: the global logit and each user's and item's deviation (float64)
+    "Global mean plus regularised user and item biases (Surprise's `BaselineOnly`), fitted through `sigmoid_range`"
+    (x,y),(lo,hi) = _train_xy(dls),y_range
+    u,i,w = x[:,0],x[:,1],hi-lo
+    nu,ni = (len(dls.classes[n]) for n in list(dls.classes)[:2])
+    mu = min(max(y.mean().item(), lo + 1e-3*w), hi - 1e-3*w)
+    g = math.log((mu-lo)/(hi-mu))
+    s = w/(2+math.exp(g)+math.exp(-g))      # the slope of `sigmoid_range` at the mean: `reg` in logit units
+    lam = reg*s*s
+    bu,bi = torch.zeros(nu, dtype=torch.float64),torch.zeros(ni, dtype=torch.float64)
+    def _step(b, idx, z):   # one Gauss-Newton step of the rows `b`, the ridge penalty pulling them to 0
+        sg = torch.sigmoid(z); d = w*sg*(1-sg)
+        b -= (torch.bincount(idx, (lo + w*sg - y)*d, minlength=len(b)) + lam*b) / (torch.bincount(idx, d*d, minlength=len(b)) + lam)
+    for _ in range(iters):
+        _step(bi, i, g + bu[u] + bi[i])
+        _step(bu, u, g + bu[u] + bi[i])
+        sg = torch.sigmoid(g + bu[u] + bi[i]); d = w*sg*(1-sg)
+        g -= ((lo + w*sg - y)*d).sum().item() / (d*d).sum().clamp(min=1e-12).item()
+    return g,bu,bi
+
+@torch.no_grad()
+def init_biases(model:DotProductBias, # The model whose `u_bias` and `i_bias` to set
+                dls, # The loaders it trains on
+                reg:float=CF_BIAS_REG, # The baseline's penalty, see `baseline_biases`
+                start:float=CF_BIAS_START, # Ratings at which a row starts halfway to the zero-logit start
+               ) -> dict: # `global_mean`, `global_logit`
+    "Start `model`'s biases at the baseline: rows with few training ratings there, rows with many without the global level"
+    g,bu,bi = baseline_biases(dls, model.y_range, reg)
+    x,y = _train_xy(dls)
+    for k,b,dev in ((0, model.u_bias, bu), (1, model.i_bias, bi)):
+        n = torch.bincount(x[:,k], minlength=len(dev)).double()
+        b.weight[:,0] = (g/2*start/(n+start) + dev).to(b.weight)
+    return dict(global_mean=round(y.mean().item(), 4), global_logit=round(g, 4))
+
+# %% ../nbs/02_learner.ipynb #e468db5e
+def _fast_defaults(dls, model, kwargs, rebatched=False):
+    "The fast path's `Learner` arguments for `dls`, and what was chosen, and why, as a dict"
+    n,nb = len(_train_ratings(dls)),len(dls.train)
+    bs = getattr(dls.train, 'bs', None)
+    res = dict(bs=bs, lr=kwargs.get('lr', CF_LR), wd=kwargs.get('wd', default_wd(dls)), n_factors=model.n_factors,
+               y_range=tuple(float(o) for o in model.y_range) if model.y_range is not None else None)
+    why = [f"bs {bs}" + (f" (default_bs of {n:,} rows)" if rebatched else ''),
+           f"lr {res['lr']:g}" + ('' if 'lr' in kwargs else ' (CF_LR)'),
+           f"wd {res['wd']:.3g}" + ('' if 'wd' in kwargs else f" (CF_WD_EPOCH {CF_WD_EPOCH:g} / {nb} batches)"),
+           f"{model.n_factors} factors", f"y_range ({res['y_range'][0]:g}, {res['y_range'][1]:g})"]
+    if isinstance(model, DotProductBias):
+        res.update(global_mean=init_biases(model, dls)['global_mean'], bias_reg=CF_BIAS_REG, bias_start=CF_BIAS_START)
+        why.append(f"biases from the baseline (mean {res['global_mean']:.3g}, reg {CF_BIAS_REG:g}, start {CF_BIAS_START:g})")
+    res['why'] = ', '.join(why)
+    return res
+
 @delegates(Learner.__init__)
 def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                model:str|nn.Module='dot_bias', # 'dot', 'dot_bias', 'nn', or a model
                n_factors:int=None, # Embedding width (default: `suggest_n_factors(dls)`)
                y_range:tuple=None, # Output range (default: `default_y_range(dls)`)
                loss_func=None, # Loss (default: `MSELossFlat()`)
-               metrics=None, # Metrics (default: `rmse`)
-               fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `default_wd(dls)`; False: stock fastai
+               metrics=None, # Metrics (default: fastai's `rmse`, shown as 'rmse')
+               fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `default_wd(dls)`, biases from the baseline; False: stock fastai
                **kwargs # Passed to `Learner` (`lr`, `wd`, `opt_func`, `cbs`, `path`, ...)
-              ) -> Learner:
+              ) -> Learner: # With `cf_defaults`: what the fast path chose, and why (`None` off it)
     "A fastai `Learner` for collaborative filtering on `dls`"
     if not isinstance(dls, DataLoaders):
         raise ValueError(f"cf_learner takes DataLoaders, got a {type(dls).__name__}: build them first, e.g. `CFDataLoaders.from_df(df)`.")
     fast = fast and isinstance(model, str) and model in ('dot', 'dot_bias') and _is_lazy(kwargs.get('opt_func', LazyAdam))
     # the fast path's batch size belongs to the fast path: loaders whose `bs` nobody chose are re-batched (same tensors)
-    if fast and not getattr(dls, 'bs_given', True): dls = dls.rebatch(default_bs(dls.train.n))
+    rebatched = fast and not getattr(dls, 'bs_given', True)
+    if rebatched: dls = dls.rebatch(default_bs(dls.train.n))
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = AccumMetric(_rmse, name='rmse')   # fastai's `rmse`, shown as `rmse` (not `_rmse`)
+    defaults = _fast_defaults(dls, model, kwargs, rebatched) if fast else None
     if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=default_wd(dls)) | kwargs
     if _is_lazy(kwargs.get('opt_func')) and not any(isinstance(cb, LazyDecay) for cb in L(kwargs.get('cbs'))):
         kwargs['cbs'] = [LazyDecay(), *L(kwargs.get('cbs'))]
     if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
         kwargs['cbs'] = [TorchThreads(1), *L(kwargs.get('cbs'))]
-    return Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)
+    learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)
+    learn.cf_defaults = defaults
+    return learn
