@@ -44,7 +44,7 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
     with learn.no_bar(), learn.no_logging():
         t,c = time.perf_counter(),time.process_time(); learn.fit_one_cycle(1); epoch,cpu = time.perf_counter() - t,time.process_time() - c
     mse = float(learn.recorder.values[-1][1])
-    ours = dict(build=build, epoch=epoch, cpu=cpu, mse=mse, base=_mse_mean(dls), rss=_rss_gb(), bs=dls.train.bs, n=len(dls.train))
+    ours = dict(build=build, epoch=epoch, cpu=cpu, mse=mse, base=_mse_mean(dls), rss=_rss_gb(), bs=learn.dls.train.bs, n=len(learn.dls.train))
     print(f"fastai_cf default: bs={ours['bs']}, {ours['n']} batches/epoch, n_factors={learn.model.n_factors}")
     del learn, dls; gc.collect()
 

@@ -169,7 +169,7 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     u = ifnone(user, str(dls.classes[dls.user_name][1]))
     uid = _find(dls.classes[dls.user_name], u, '--user')     # an unknown --user fails now, not after training
     chosen = getattr(learn, 'cf_defaults', None)           # what `cf_learner` chose for the options left out
-    if chosen and not rank_distrib(): print('defaults chosen: ' + ', '.join(f'{k}={_plain(v):g}' if isinstance(_plain(v), float) else f'{k}={_plain(v)}' for k,v in chosen.items()))
+    if chosen and not rank_distrib(): print('defaults chosen: ' + (chosen.get('why') or ', '.join(f'{k}={_plain(v)}' for k,v in chosen.items())))
     t = time.perf_counter()
     with learn.cf_distrib_ctx():     # a no-op in a single process
         if resume: learn.resume_fit(ck, epochs, lr)
