@@ -230,22 +230,24 @@ def predict_ratings(self:Learner, df:pd.DataFrame, # Rows with the training fram
 _all_ = ['CFModelFileError', 'save_cf', 'load_cf']
 
 # %% ../nbs/04_inference.ipynb #f0d00002
-FOLD_IN_REG = 1.0   # the ridge penalty `fold_in` uses, as a multiple of the one training's decoupled weight decay amounts to
+FOLD_IN_REG = 0.5   # the ridge penalty `fold_in` uses, as a multiple of the one derived from how the model was trained (measured)
+_EARLY_STOP = 0.5   # early stopping's ridge, in units of 1/(distance allowed): 1 bounds it (directions far from converged)
 
 def _ridge_penalty(x, cnt, rc, decayed):
-    "Per user and column, the ridge penalty equivalent to `rc`'s decoupled weight decay under Adam, given the gradients `x`"
+    "Per user and column, the ridge penalty that training with `rc` (Adam, decoupled `wd`, a finite run) amounts to, given the gradients `x`"
     B = rc['batches']
     s = B*(1 - (1 - 1/B)**cnt) if rc['lazy'] else torch.full_like(cnt, B)    # steps per epoch that see the user
     scale = (cnt/s).sqrt()                                                  # lookups per step: Adam's `v` sums them
     if rc['lazy']: scale = scale*(1 - rc['sqr_mom']**(s*rc['epochs'])).sqrt()   # a lazy row's `v` has seen few steps
     rho = ((x**2).sum(1)/cnt[:,None]).sqrt()                                 # RMS gradient of one lookup
-    lam = FOLD_IN_REG*rc['wd']*B*(rho*scale[:,None] + rc['eps']*rc['bs']/2)*decayed
+    stop = _EARLY_STOP/rc['lr_sum'] if rc['lr_sum'] > 0 else 0.             # a run of finite length: early stopping
+    lam = FOLD_IN_REG*B*(rc['wd']*decayed + stop)*(rho*scale[:,None] + rc['eps']*rc['bs']/2)
     return lam + (rc['l2']/2 + 1e-6)*cnt[:,None]                             # the per-lookup `l2`; a floor for the solve
 
-def _fold_solve(X, b, r, mask, y_range, rc, decayed, steps=3):
-    "Ridge fits `w` (users, d) of ratings `r` (users, n) on `X @ w + b` (through `sigmoid_range`), `steps` Gauss-Newton steps"
+def _fold_solve(X, b, r, mask, y_range, rc, decayed, w0, steps=3):
+    "Ridge fits `w` (users, d), pulled to `w0`, of ratings `r` (users, n) on `X @ w + b` (through `sigmoid_range`): `steps` Gauss-Newton steps"
     cnt = mask.sum(1)
-    w = X.new_zeros(X.shape[0], X.shape[2])
+    w = w0.expand(X.shape[0], -1).clone()
     for _ in range(steps):
         z = (X @ w[:,:,None])[...,0] + b
         if y_range is None: f,fp = z,torch.ones_like(z)
@@ -257,11 +259,11 @@ def _fold_solve(X, b, r, mask, y_range, rc, decayed, steps=3):
         x = J*((r - f)*mask)[...,None]
         lam = _ridge_penalty(x, cnt, rc, decayed)
         A = J.transpose(1, 2) @ J + torch.diag_embed(lam)
-        w = w + torch.linalg.solve(A, x.sum(1) - lam*w)
+        w = w + torch.linalg.solve(A, x.sum(1) - lam*(w - w0))
     return w
 
-def _fold_rows(V, bi, r, uid, n_users, y_range, rc, decayed, steps=3):
-    "Solved rows `(n_users, d)` for ratings `r` of users `uid` on item features `V` (with offsets `bi`), users grouped by count"
+def _fold_rows(V, bi, r, uid, n_users, y_range, rc, decayed, w0, steps=3):
+    "Solved rows `(n_users, d)` for ratings `r` of users `uid` on item features `V` (with offsets `bi`), pulled to `w0`, users grouped by count"
     cnt = torch.bincount(uid, minlength=n_users)
     order = torch.argsort(uid, stable=True)
     V,bi,r,uid = V[order],bi[order],r[order],uid[order]
@@ -276,7 +278,7 @@ def _fold_rows(V, bi, r, uid, n_users, y_range, rc, decayed, steps=3):
         X = V.new_zeros(len(us), n, V.shape[1]); B_,R,M = (V.new_zeros(len(us), n) for _ in range(3))
         ix = (loc[uid[rows]], pos[rows])
         X[ix],B_[ix],R[ix],M[ix] = V[rows],bi[rows],r[rows],1.
-        res[us] = _fold_solve(X, B_, R, M, y_range, rc, decayed, steps)
+        res[us] = _fold_solve(X, B_, R, M, y_range, rc, decayed, w0, steps)
     return res
 
 # %% ../nbs/04_inference.ipynb #f0d00004
@@ -386,8 +388,10 @@ def fold_in(self:Learner, df:pd.DataFrame, # Ratings in the training frame's use
     X = torch.cat([V, torch.ones(len(V), 1)], 1) if has_bias else V
     decayed = torch.ones(X.shape[1])
     if has_bias and not rc['decay_bias']: decayed[-1] = 0.
+    w0 = torch.zeros(X.shape[1])          # where a row starts: factors near zero, the bias at the trained users' mean
+    if has_bias and ku.any(): w0[-1] = m.u_bias.weight.detach()[torch.from_numpy(np.flatnonzero(ku)).to(dev), 0].float().mean().cpu()
     yr = None if m.y_range is None else (float(m.y_range[0]), float(m.y_range[1]))
-    w = _fold_rows(X, bi, y, uid, len(ids), yr, rc, decayed, steps)
+    w = _fold_rows(X, bi, y, uid, len(ids), yr, rc, decayed, w0, steps)
     if not torch.isfinite(w).all(): raise ValueError("fold_in could not fit these ratings (the solve diverged): nothing was changed.")
     # everything below only assigns: the learner changes all at once, or (above) not at all
     new = np.flatnonzero(old == 0)
@@ -403,6 +407,6 @@ def fold_in(self:Learner, df:pd.DataFrame, # Ratings in the training frame's use
     p = torch.cat([p.long() if p is not None else torch.zeros(0, 2, dtype=torch.long),
                    torch.stack([torch.from_numpy(rows[uid[:n_df].numpy()]), items[:n_df]], 1)])
     for e,t in grown: e.weight,e.num_embeddings = t,len(t)
-    for cl in {id(c): c for c in (self.dls.classes, getattr(m, 'classes', None)) if c}.values(): cl[u] = vocab
+    for cl in {id(c): c for c in (getattr(self.dls, 'classes', None), getattr(m, 'classes', None)) if c}.values(): cl[u] = vocab
     self.train_pairs,self.cf_recipe,self.opt = p,rc,None
     return ids

@@ -57,10 +57,10 @@ def _pairs(learn, which='train'):
     return p if len(p) else None
 
 # %% ../nbs/02b_modelfile.ipynb #f1a0000b
-_RECIPE = dict(wd=float, l2=float, eps=float, sqr_mom=float, lazy=bool, decay_bias=bool, batches=int, bs=int, epochs=int)
+_RECIPE = dict(wd=float, l2=float, eps=float, sqr_mom=float, lazy=bool, decay_bias=bool, batches=int, bs=int, epochs=int, lr_sum=float)
 
 def _train_recipe(learn) -> dict|None:
-    "How `learn` trains a row (optimizer hyper-parameters, batches per epoch, epochs), as `Learner.fold_in` needs it; `None` if unknown"
+    "How `learn` trains a row (optimizer hyper-parameters, batches per epoch, epochs, summed learning rate), as `Learner.fold_in` needs it; `None` if unknown"
     opt = getattr(learn, 'opt', None)
     if opt is None and learn.__dict__.get('cf_recipe') is not None: return dict(learn.cf_recipe)   # from a file, or a fold-in
     dl = learn.dls.train
@@ -68,15 +68,17 @@ def _train_recipe(learn) -> dict|None:
     lazy = _row_adam(learn) is not None if opt is not None else _is_lazy(learn.opt_func)
     h = dict((opt or learn.opt_func([nn.Parameter(torch.zeros(1, 1))], lr=learn.lr or 1e-3)).hypers[-1])
     wd = h.get('wd', 0.) if opt is not None or learn.wd is None else learn.wd
+    lrs = getattr(getattr(learn, 'recorder', None), 'lrs', None) or []    # every step's learning rate in the last fit
     return dict(wd=float(wd), l2=float(h.get('l2', 0.)), eps=float(h.get('eps', 1e-5)), sqr_mom=float(h.get('sqr_mom', 0.99)),
                 lazy=bool(lazy), decay_bias=bool(h.get('decay_bias', True)), batches=len(dl), bs=int(dl.bs),
-                epochs=int(getattr(learn, 'n_epoch', 1) or 1))
+                epochs=int(getattr(learn, 'n_epoch', 1) or 1), lr_sum=float(sum(lrs)))
 
 def _check_recipe(r):
     "`r` if it is a training recipe `_train_recipe` could have written, else a `ValueError`"
     if r is None: return None
+    r = {'lr_sum': 0.} | r if isinstance(r, dict) else r     # files from before `lr_sum`
     ok = isinstance(r, dict) and set(r) == set(_RECIPE) and all(isinstance(r[k], t) and (t is not float or math.isfinite(r[k])) for k,t in _RECIPE.items())
-    if not ok or min(r['batches'], r['bs'], r['epochs']) < 1: raise ValueError("the training recipe is not valid")
+    if not ok or min(r['batches'], r['bs'], r['epochs']) < 1 or r['lr_sum'] < 0: raise ValueError("the training recipe is not valid")
     return r
 
 # %% ../nbs/02b_modelfile.ipynb #77cd6098

@@ -342,10 +342,10 @@ def test_fallback_formula(learn):
     np.testing.assert_allclose(p[0], want.item(), rtol=1e-6)
 
 def test_validation_only_ids_are_unknown(ratings):
-    "fastai builds the vocab from all rows; ids only in the validation set have untrained embeddings"
+    "With a vocab from all rows (fastai's, for text ids), ids only in the validation set have untrained embeddings"
     valid = np.flatnonzero(ratings.user.to_numpy() == 100)
     train = np.setdiff1d(np.arange(len(ratings)), valid)
-    learn = _fit(cf_learner(CFDataLoaders.from_df(ratings, splits=(train, valid)), n_factors=4))
+    learn = _fit(cf_learner(CFDataLoaders.from_df(ratings, splits=(train, valid), vocab='all'), n_factors=4))   # the vocab of every row
     assert 100 in learn.dls.classes['user'].o2i
     with pytest.raises(KeyError, match='only in the validation set'): learn.recommend(100)
     p_valid_only = quiet(learn.predict_ratings, pd.DataFrame({'user': [100], 'item': ['item 1']}))
