@@ -80,7 +80,7 @@ API = [
     ('frame without columns', lambda c: CFDataLoaders.from_df(pd.DataFrame()), ValueError, 'The ratings frame is empty'),
     ('ratings as words', lambda c: check_ratings(G.assign(rating=['four stars', '3', '5', '1', '2', '4'])),
      ValueError, "non-numeric value(s), first at row 0 (value 'four stars')"),
-    ('-inf rating', lambda c: check_ratings(G.assign(rating=[4, 3, -np.inf, 1, 2, 4])), ValueError, '1 missing or infinite rating(s), first at line 4'),
+    ('-inf rating', lambda c: check_ratings(G.assign(rating=[4, 3, -np.inf, 1, 2, 4])), ValueError, '1 missing or infinite rating(s), first at row 2'),
     ('None among object ratings', lambda c: check_ratings(G.assign(rating=pd.Series([4, None, 5, 1, 2, 4], dtype=object))),
      ValueError, '1 missing or infinite rating(s), first at row 1'),
     ('item ids mixing int and str', lambda c: check_ratings(G.assign(item=['a', 1, 'a', 'c', 'b', 'a'])), ValueError, "Column 'item' mixes id types (int, str)"),
@@ -174,7 +174,7 @@ def run_cli(*args):
 NEED_CLI = 'cli.py train: check the option before loading data (see the report)'
 CLI = [
     ('data is a folder', ('train', '--data', '{folder}'), 'is a folder; pass the ratings file inside it'),
-    ('latin-1 CSV', ('train', '--data', '{latin1}'), "is not valid utf-8-sig text (invalid continuation byte at byte 22); pass encoding='latin-1'"),
+    ('latin-1 CSV', ('train', '--data', '{latin1}'), "is not valid utf-8-sig text (invalid continuation byte at byte 22); pass --encoding latin-1"),
     ('ragged line', ('train', '--data', '{ragged}'), 'have the wrong number of fields, first at line(s) 3. Fix or remove them, or pass --drop-bad-rows',
      _miss("data.py read_ratings_csv: pandas' ParserError text ends in a newline, so the CLI error is 2 lines; "
            "use ' '.join(str(e).split()) there (and/or collapse newlines in cli.main)")),

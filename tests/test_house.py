@@ -75,3 +75,14 @@ def test_lazy_adam_does_not_import_dynamo():
     r = subprocess.run([sys.executable, '-c', FIT], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == 'False'
+
+def test_public_names_stay_where_users_import_them():
+    "Moving the job, the progress callback and the DDP machinery into their own modules changed no import path"
+    import fastai_cf.cli as cli, fastai_cf.distributed as distributed, fastai_cf.all as all_
+    from fastai_cf.callback.progress import PlainProgress
+    from fastai_cf.job import train, launch_train
+    assert cli.PlainProgress is PlainProgress and cli.train is train and distributed.launch_train is launch_train
+    assert set(cli.__all__) == {'PlainProgress', 'train', 'recommend', 'similar', 'sweep_wd', 'main'}
+    assert set(distributed.__all__) == {'setup_cf_distrib', 'CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'launch_train', 'train_distrib'}
+    assert all(hasattr(all_, n) for n in distributed.__all__)
+    assert hasattr(distributed, '_argv') and hasattr(distributed, '_main')   # what tests and `python -m` use
