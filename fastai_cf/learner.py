@@ -86,7 +86,8 @@ CF_BIAS_START = 20  # training ratings at which a row's start is halfway from th
 def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
               ) -> float:
     "The fast path's weight decay for `dls`: `CF_WD_EPOCH` over the training batches per epoch (1.5 on ml-latest-small at bs 2048)"
-    return CF_WD_EPOCH / max(len(dls.train), 1)
+    if getattr(dls, 'bs_given', True): return CF_WD_EPOCH / max(len(dls.train), 1)
+    return CF_WD_EPOCH / max(len(dls.rebatch(default_bs(dls.train.n)).train), 1)   # the batches the fast path will train on
 
 def _is_lazy(opt_func): return opt_func is LazyAdam or (isinstance(opt_func, partial) and opt_func.func is LazyAdam)
 
