@@ -6,7 +6,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/job.html.md"""
 
 # %% ../nbs/06c_job.ipynb #c50b50bd
 from __future__ import annotations
-import math, re, sys, time, warnings
+import contextlib, math, re, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
 from fastcore.basics import ifnone
@@ -152,7 +152,6 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     from fastai_cf import data as _data        # first: `data` imports fastai without the notices fastai's own import raises
     from fastai.torch_core import set_seed, num_distrib, rank_distrib
     if nproc > 1 and num_distrib() <= 1: return launch_train(nproc, args)   # the same job on `nproc` processes
-    from fastai_cf import ddp                  # `Learner.cf_distrib_ctx`
     from fastai_cf.learner import cf_learner, _is_lazy, default_wd
     from fastai_cf.callback.wd import WeightDecayLogger
     from fastai_cf.callback.checkpoint import CFCheckpoint, NaNGuard
@@ -171,7 +170,8 @@ def train(data:str='ml-latest-small', # A MovieLens set name, or a ratings CSV p
     chosen = getattr(learn, 'cf_defaults', None)           # what `cf_learner` chose for the options left out
     if chosen and not rank_distrib(): print('defaults chosen: ' + (chosen.get('why') or ', '.join(f'{k}={_plain(v)}' for k,v in chosen.items())))
     t = time.perf_counter()
-    with learn.cf_distrib_ctx():     # a no-op in a single process
+    if num_distrib() > 1: from fastai_cf import ddp   # `Learner.cf_distrib_ctx`: under a launcher only (torch's DDP takes ~1 s to import)
+    with learn.cf_distrib_ctx() if num_distrib() > 1 else contextlib.nullcontext():
         if resume: learn.resume_fit(ck, epochs, lr)
         else: learn.fit_one_cycle(epochs, lr, cbs=CFCheckpoint(ck) if checkpoint_every_epoch else None)
     secs = time.perf_counter() - t
