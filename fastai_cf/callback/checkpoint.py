@@ -19,7 +19,7 @@ from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
 from fastai.optimizer import Optimizer
 from .. import __version__
-from ..inference import _write_atomic
+from ..modelfile import _write_atomic
 from .wd import WeightDecayLogger, _is_fit
 
 # %% auto #0
