@@ -25,8 +25,8 @@ from .models import DotProduct, DotProductBias, suggest_n_factors
 from .optimizer import LazyAdam, LazyDecay
 
 # %% auto #0
-__all__ = ['CF_LR', 'CF_WD_EPOCH', 'CF_BIAS_REG', 'CF_BIAS_START', 'default_y_range', 'TorchThreads', 'default_wd',
-           'baseline_biases', 'init_biases', 'cf_learner']
+__all__ = ['CF_LR', 'CF_WD_EPOCH', 'CF_BIAS_REG', 'CF_BIAS_START', 'CF_KNOWN_START', 'CF_KNOWN_USER', 'default_y_range',
+           'TorchThreads', 'default_wd', 'baseline_biases', 'init_biases', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -81,7 +81,9 @@ class TorchThreads(Callback):
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
 CF_WD_EPOCH = 58.5  # the fast path's weight decay times the training batches per epoch (see `default_wd`)
 CF_BIAS_REG = 25.  # ridge penalty of the baseline the biases start from, in ratings per user and per item (see `init_biases`)
-CF_BIAS_START = 20  # training ratings at which a row's start is halfway from the baseline to the zero-logit start (see `init_biases`)
+CF_BIAS_START = 20  # training ratings at which a row starts halfway from the baseline to zero (see `init_biases`)
+CF_KNOWN_START = 2  # the same, when the median user has at least `CF_KNOWN_USER` training ratings
+CF_KNOWN_USER = 10  # median training ratings per user from which rows start nearer zero (see `init_biases`)
 
 def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
               ) -> float:
@@ -123,19 +125,26 @@ def baseline_biases(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
         g -= ((lo + w*sg - y)*d).sum().item() / (d*d).sum().clamp(min=1e-12).item()
     return g,bu,bi
 
+def _bias_start(n_u):
+    "`init_biases`'s blend: `(user, item)` pseudo-ratings, the user side's share of the global level, and whether the deviations blend too"
+    if n_u[n_u > 0].double().median().item() >= CF_KNOWN_USER: return (CF_KNOWN_START, CF_KNOWN_START),1.,True
+    return (CF_BIAS_START, CF_BIAS_START),0.5,False
+
 @torch.no_grad()
 def init_biases(model:DotProductBias, # The model whose `u_bias` and `i_bias` to set
                 dls, # The loaders it trains on
                 reg:float=CF_BIAS_REG, # The baseline's penalty, see `baseline_biases`
-                start:float=CF_BIAS_START, # Ratings at which a row starts halfway to the zero-logit start
-               ) -> dict: # `global_mean`, `global_logit`
-    "Start `model`'s biases at the baseline: rows with few training ratings there, rows with many without the global level"
+               ) -> dict: # What was chosen: `global_mean`, `bias_start` (users, items), `level_on_users`
+    "Start `model`'s biases at the baseline, each row by `k/(n+k)` of its `n` training ratings"
     g,bu,bi = baseline_biases(dls, model.y_range, reg)
     x,y = _train_xy(dls)
-    for k,b,dev in ((0, model.u_bias, bu), (1, model.i_bias, bi)):
-        n = torch.bincount(x[:,k], minlength=len(dev)).double()
-        b.weight[:,0] = (g/2*start/(n+start) + dev).to(b.weight)
-    return dict(global_mean=round(y.mean().item(), 4), global_logit=round(g, 4))
+    n_u,n_i = (torch.bincount(x[:,k], minlength=len(d)).double() for k,d in ((0, bu), (1, bi)))
+    (ku,ki),share,blend = _bias_start(n_u)
+    for b,lvl,dev,n,k in ((model.u_bias, g*share, bu, n_u, ku), (model.i_bias, g*(1-share), bi, n_i, ki)):
+        f = k/(n + k)
+        b.weight[:,0] = (lvl*f + dev*(f if blend else 1)).to(b.weight)
+    return dict(global_mean=round(y.mean().item(), 4), bias_start=(ku, ki), level_on_users=share)
+
 
 # %% ../nbs/02_learner.ipynb #e468db5e
 def _fast_defaults(dls, model, kwargs, rebatched=False):
@@ -149,8 +158,10 @@ def _fast_defaults(dls, model, kwargs, rebatched=False):
            f"wd {res['wd']:.3g}" + ('' if 'wd' in kwargs else f" (CF_WD_EPOCH {CF_WD_EPOCH:g} / {nb} batches)"),
            f"{model.n_factors} factors", f"y_range ({res['y_range'][0]:g}, {res['y_range'][1]:g})"]
     if isinstance(model, DotProductBias):
-        res.update(global_mean=init_biases(model, dls)['global_mean'], bias_reg=CF_BIAS_REG, bias_start=CF_BIAS_START)
-        why.append(f"biases from the baseline (mean {res['global_mean']:.3g}, reg {CF_BIAS_REG:g}, start {CF_BIAS_START:g})")
+        res.update(init_biases(model, dls), bias_reg=CF_BIAS_REG)
+        ku,ki = res['bias_start']
+        why.append(f"biases from the baseline (mean {res['global_mean']:.3g}, reg {CF_BIAS_REG:g}; rows start by {ku:g}/(n+{ku:g})"
+                   + (', the median user well known)' if ku == CF_KNOWN_START else ')'))
     res['why'] = ', '.join(why)
     return res
 
