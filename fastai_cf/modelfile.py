@@ -120,6 +120,15 @@ def _model_config(model) -> dict:
     raise ValueError(f"save_cf saves DotProduct, DotProductBias, and fastai's EmbeddingDotBias and EmbeddingNN, not {t.__name__}. "
                      "For other models use `learn.export` (a pickle: load only files you trust).")
 
+def _n_weights(cfg:dict) -> int:
+    "A lower bound on the number of weights of the model `cfg` describes, computed without building it"
+    if cfg.get('kind') == 'nn':
+        e = [tuple(o) for o in cfg['emb_szs']]
+        sizes = [sum(d for _,d in e)] + list(cfg['layers']) + [1]
+        return sum(n*d for n,d in e) + sum(a*b for a,b in zip(sizes[:-1], sizes[1:]))
+    n = (cfg['n_users'] + cfg['n_items']) * cfg['n_factors']
+    return n + (cfg['n_users'] + cfg['n_items'] if cfg['kind'] != 'dot' else 0)
+
 def _build_model(cfg:dict) -> nn.Module:
     "The model `cfg` describes, with fresh weights"
     kind,yr = cfg['kind'],cfg['y_range']
@@ -179,7 +188,7 @@ def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
     _flush_decay(learn)    # weight decay `LazyAdam` still owes (a fit stopped by Ctrl-C)
     state = {k: v.detach().cpu().clone() for k,v in learn.model.state_dict().items()}
     try:
-        with torch.device('meta'): check = _build_model(json.loads(json.dumps(cfg)))
+        check = _build_model(json.loads(json.dumps(cfg)))   # on the CPU: the meta device imports torch._dynamo (seconds)
         check.load_state_dict(state, strict=True, assign=True)
         same = repr(check) == repr(learn.model)
     except Exception as e: raise ValueError(f"save_cf can't describe this {type(learn.model).__name__} ({e}); use `learn.export`.") from None
@@ -221,7 +230,9 @@ def _cf_from_file(obj, meta):
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k,v in state.items()):
         raise ValueError("the weights are not a dict of named tensors")
     if cfg.get('kind') == 'nn' and len(cfg['layers']) > len(state): raise ValueError("the model has more layers than the file has weights")
-    with torch.device('meta'): model = _build_model(cfg)
+    if _n_weights(cfg) > 2*sum(v.numel() for v in state.values()) + 1_000_000:   # before anything is allocated for it
+        raise ValueError("the model description asks for more weights than the file holds")
+    model = _build_model(cfg)
     want = {k: (v.dtype, tuple(v.shape)) for k,v in model.state_dict().items()}
     got = {k: (v.dtype, tuple(v.shape)) for k,v in state.items()}
     if want != got:
