@@ -252,7 +252,7 @@ def test_checksum_and_consistency(saved, tmp_path):
     # consistent checksums over inconsistent contents (a deliberately edited file)
     check_refused(rewrite(saved, fn, lambda m: m['model'].update(n_factors=5)), 'inconsistent', "'i_weight.weight'")
     check_refused(rewrite(saved, fn, lambda m: m['model'].update(kind='transformer')), "unknown model kind 'transformer'")
-    check_refused(rewrite(saved, fn, lambda m: m['model'].update(n_users=10**9)), 'asks for more weights than the file holds')   # refused before allocating
+    check_refused(rewrite(saved, fn, lambda m: m['model'].update(n_factors=10**7)), 'asks for more weights than the file holds')   # refused before allocating
     check_refused(rewrite(saved, fn, lambda m: m['items'].__setitem__(1, m['items'][0])), 'repeats one')
     check_refused(rewrite(saved, fn, lambda m: m['users'].pop()), 'inconsistent')
     check_refused(rewrite(saved, fn, lambda m: m['model'].update(n_users=10**12)), 'inconsistent')    # never allocated
