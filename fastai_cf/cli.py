@@ -27,13 +27,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/07_cli.ipynb #904f420b
-def _find(vocab, s, what):
-    "The vocab entry whose text is `s` (ids typed on a command line are strings)"
-    if s in vocab.o2i and s != '#na#': return s
-    m = {str(v): v for v in list(vocab)[1:]}
-    if str(s) in m: return m[str(s)]
-    raise KeyError(f"{what} {s!r} is not in the model's vocabulary ({len(vocab)-1} entries, e.g. {', '.join(map(repr, list(vocab)[1:4]))}).")
-
 def _load_find(model, key, what):
     "A saved model, and `key` found in its `what` ('user' or 'item') vocab"
     from fastai_cf.inference import load_cf
