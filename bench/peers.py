@@ -11,7 +11,12 @@ Every model is trained on the same training rows and scored on the same validati
 - scikit-surprise, when installed: BaselineOnly, SVD (defaults, and DESIGN.md's tuned one), SVD++ and KNNBaseline
   (item-based, pearson_baseline), on the same ids. RMSE/MAE come from `algo.test` (Surprise's clipped predictions);
   ranking scores every candidate item with Surprise's own formulas, vectorized (its `estimate`, unclipped, since
-  clipping at 5 stars would tie the top items), checked against `algo.predict` on a sample.
+  clipping at 5 stars would tie the top items), checked against `algo.predict` on a sample;
+- cornac's `MF` (biased SGD matrix factorisation, its defaults) when cornac is installed, and LensKit's biased ALS
+  (`lenskit.als.BiasedMFScorer`, its defaults) when `--lenskit-python` names an interpreter that has LensKit (LensKit
+  2025 needs pandas < 3, so it lives in its own environment: `.venv-bench`, found by default; it runs in a
+  subprocess, `bench/_lenskit_worker.py`; LensKit refuses repeated pairs, so it trains on their mean). Both predict
+  global mean + biases + factors, the unknown side's terms zero; their RMSE/MAE clip to the rating scale as Surprise's.
 
 The process fixes glibc's mmap threshold (`mallopt`) first: training with dense embedding gradients otherwise grows
 the heap by about 1 MB per batch (allocator fragmentation), over 10 GB across the lesson-setting rows.
@@ -24,6 +29,13 @@ catalogue item the user did not rate in training, averaged over users with a rel
     python bench/peers.py --quick              # 1 fold, the fast models only: a smoke test
     python bench/peers.py --ml100k PATH        # ml-100k (a local folder or zip) on its u1..u5 folds
     python bench/peers.py --models default,SVD --folds 3 --csv folds.csv
+    python bench/peers.py --ml100k ../shared/data/ml-100k --skip-mls --models default,cornac,lenskit,surprise
+
+LensKit's environment (it borrows torch and numpy from .venv through a .pth file, and gets its own pandas 2):
+
+    python3 -m venv .venv-bench
+    echo $PWD/.venv/lib/python3.11/site-packages > .venv-bench/lib/python3.11/site-packages/zz_main_venv.pth
+    .venv-bench/bin/pip install lenskit
 """
 import argparse, ctypes, math, time, warnings
 warnings.filterwarnings('ignore', category=FutureWarning)   # torch's `jit.script` notice, raised while fastai imports
@@ -37,6 +49,8 @@ from fastai_cf.data import CFDataLoaders, load_movielens
 from fastai_cf.learner import cf_learner
 from fastai_cf.metrics import cross_validate, cv_folds, ml100k_folds, ranking_metrics
 
+try: import cornac
+except ImportError: cornac = None
 try: import surprise
 except ImportError: surprise = None
 
@@ -157,6 +171,69 @@ def surprise_fold(make, df, cols, fold, scale):
     return pd.concat([pd.Series({'rmse': accuracy.rmse(preds, verbose=False), 'mae': accuracy.mae(preds, verbose=False)}),
                       rank, pd.Series({'fit_s': fit_s})])
 
+# ---------------------------------------------------------------- cornac and LensKit: global mean + biases + factors
+
+class BiasMF:
+    "A trained biased MF peer as arrays over fastai_cf's vocab rows: `pred = g + bu[u] + bi[i] + U[u]·V[i]` (unknown rows zero)"
+    def __init__(self, g, bu, bi, U, V, fit_s): self.g,self.bu,self.bi,self.U,self.V,self.fit_s = g,bu,bi,U,V,fit_s
+    def predict(self, x):
+        u,i = x[:,0].numpy(),x[:,1].numpy()
+        return self.g + self.bu[u] + self.bi[i] + (self.U[u]*self.V[i]).sum(1)
+    def scorer(self):
+        return lambda us: torch.from_numpy(self.g + self.bu[us.numpy()][:,None] + self.bi[None] + self.U[us.numpy()] @ self.V.T)
+
+def _on_vocab(n, ids, vals, k=None):
+    "Rows `ids` (vocab rows) of an `n`-row array filled with `vals`, zero elsewhere"
+    res = np.zeros((n,) if k is None else (n, k))
+    res[np.asarray(ids, dtype=np.int64)] = vals
+    return res
+
+def cornac_fit(x, y, nu, ni, seed):
+    from cornac.data import Dataset
+    from cornac.models import MF
+    ds = Dataset.from_uir(list(zip(x[:,0].tolist(), x[:,1].tolist(), y.tolist())), seed=seed)
+    m = MF(seed=seed)        # its defaults: k=10, 20 epochs of SGD, lr 0.01, lambda 0.02, biases
+    start = time.perf_counter()
+    m.fit(ds)
+    fit_s = time.perf_counter() - start
+    uid,iid = list(ds.uid_map.keys()),list(ds.iid_map.keys())
+    uix,iix = [ds.uid_map[o] for o in uid],[ds.iid_map[o] for o in iid]
+    k = m.u_factors.shape[1]
+    return BiasMF(float(m.global_mean), _on_vocab(nu, uid, m.u_biases[uix]), _on_vocab(ni, iid, m.i_biases[iix]),
+                  _on_vocab(nu, uid, m.u_factors[uix], k), _on_vocab(ni, iid, m.i_factors[iix], k), fit_s)
+
+LENSKIT_PYTHON = None   # set by --lenskit-python
+
+def lenskit_fit(x, y, nu, ni, seed):
+    import subprocess, sys, tempfile, os
+    with tempfile.TemporaryDirectory() as d:
+        fin,fout = os.path.join(d, 'in.npz'),os.path.join(d, 'out.npz')
+        np.savez(fin, u=x[:,0].numpy(), i=x[:,1].numpy(), r=y.numpy())
+        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_lenskit_worker.py')
+        subprocess.run([LENSKIT_PYTHON, worker, fin, fout, '{}'], check=True, cwd=d, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        o = np.load(fout)
+        k = o['U'].shape[1]
+        return BiasMF(float(o['g']), _on_vocab(nu, o['users'], o['bu']), _on_vocab(ni, o['items'], o['bi']),
+                      _on_vocab(nu, o['users'], o['U'], k), _on_vocab(ni, o['items'], o['V'], k), float(o['fit_s']))
+
+def other_models():
+    res = {}
+    if cornac is not None: res['cornac MF'] = ('biasmf', cornac_fit)
+    if LENSKIT_PYTHON: res['LensKit BiasedMF (ALS)'] = ('biasmf', lenskit_fit)
+    return res
+
+def biasmf_fold(fit, df, cols, fold, scale, seed):
+    "Train a biased-MF peer on the fold's training rows (as fastai_cf's vocab rows); RMSE/MAE (clipped) and ranking"
+    u,i,r = cols
+    dls = CFDataLoaders.from_df(df, splits=fold, user_name=u, item_name=i, rating_name=r)
+    nu,ni = len(dls.classes[u]),len(dls.classes[i])
+    m = fit(dls.train.x.cpu().long(), dls.train.y.cpu().view(-1), nu, ni, seed)
+    vx,vy = dls.valid.x.cpu().long(),dls.valid.y.cpu().view(-1).double().numpy()
+    p = np.clip(m.predict(vx), *scale)
+    rank = ranking_metrics(m.scorer(), dls.train.x, dls.valid.x, dls.valid.y.view(-1), k=K, n_items=ni, bs=1<<20)
+    return pd.concat([pd.Series({'rmse': float(np.sqrt(((p-vy)**2).mean())), 'mae': float(np.abs(p-vy).mean())}),
+                      rank, pd.Series({'fit_s': m.fit_s})])
+
 # ---------------------------------------------------------------- the table
 
 def run(df, cols, folds, models, seed, done=None):
@@ -164,9 +241,11 @@ def run(df, cols, folds, models, seed, done=None):
     res = {}
     for name,spec in models.items():
         start = time.perf_counter()
+        scale = (df[cols[2]].min(), df[cols[2]].max())
         if callable(spec):     # a Surprise model
-            rows = [surprise_fold(spec, df, cols, f, (df[cols[2]].min(), df[cols[2]].max())) for f in folds]
-            res[name] = pd.DataFrame(rows)
+            res[name] = pd.DataFrame([surprise_fold(spec, df, cols, f, scale) for f in folds])
+        elif isinstance(spec, tuple):    # cornac, LensKit
+            res[name] = pd.DataFrame([biasmf_fold(spec[1], df, cols, f, scale, seed) for f in folds])
         else: res[name] = cross_validate(df, folds=folds, seed=seed, k=K, **spec).drop(index='mean')
         m = res[name].mean()
         print(f"  {name:<42} RMSE {m['rmse']:.4f}  NDCG@{K} {m[f'ndcg@{K}']:.4f}  ({time.perf_counter()-start:.0f} s)", flush=True)
@@ -202,11 +281,17 @@ def main():
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--threads', type=int, default=None, help='torch threads')
     p.add_argument('--csv', default=None, help='write every fold of every model to this CSV')
+    p.add_argument('--lenskit-python', default=None, help="an interpreter with LensKit (default: .venv-bench's, when present)")
+    p.add_argument('--skip-mls', action='store_true', help='leave out ml-latest-small (with --ml100k)')
     args = p.parse_args()
+    global LENSKIT_PYTHON
+    import os
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    LENSKIT_PYTHON = args.lenskit_python or next((o for o in [os.path.join(here, '.venv-bench', 'bin', 'python')] if os.path.exists(o)), None)
     flat_heap()
     if args.threads: torch.set_num_threads(args.threads)
     if surprise is None: print("scikit-surprise is not installed: its rows are left out (pip install scikit-surprise)")
-    sets = [('ml-latest-small', None, args.items)] + ([('ml-100k', args.ml100k, 'movieId')] if args.ml100k else [])
+    sets = ([] if args.skip_mls and args.ml100k else [('ml-latest-small', None, args.items)]) + ([('ml-100k', args.ml100k, 'movieId')] if args.ml100k else [])
     out = []
     for name,path,items in sets:
         df = load_movielens(name, titles=(items == 'title'), path=path)
@@ -215,10 +300,10 @@ def main():
             try: folds,how = ml100k_folds(path, df=df),"ml-100k's u1..u5 files"
             except FileNotFoundError: folds,how = cv_folds(df, 5, args.seed),f"cv_folds(5, seed={args.seed}) (no u1..u5 files)"
         else: folds,how = cv_folds(df, args.folds, args.seed),f"cv_folds({args.folds}, seed={args.seed})"
-        models = {**fastai_models(cols), **surprise_models(args.seed)}
+        models = {**fastai_models(cols), **surprise_models(args.seed), **other_models()}
         if args.quick:
             folds = folds[:1]
-            if not args.models: models = {n: m for n,m in models.items() if n in ('fastai_cf default', 'Surprise BaselineOnly', 'Surprise SVD')}
+            if not args.models: models = {n: m for n,m in models.items() if n in ('fastai_cf default', 'Surprise BaselineOnly', 'Surprise SVD', 'cornac MF')}
         if args.models: models = {n: m for n,m in models.items() if any(s.strip().lower() in n.lower() for s in args.models.split(','))}
         title = (f"{name}: {len(df):,} ratings, {df.userId.nunique():,} users, {df[items].nunique():,} items ({items}); "
                  f"{len(folds)} fold{'s' if len(folds) > 1 else ''}: {how}")

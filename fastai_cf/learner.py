@@ -83,7 +83,7 @@ CF_WD_EPOCH = 58.5  # the fast path's weight decay times the training batches pe
 CF_BIAS_REG = 25.  # ridge penalty of the baseline the biases start from, in ratings per user and per item (see `init_biases`)
 CF_BIAS_START = 20  # training ratings at which a row starts halfway from the baseline to zero (see `init_biases`)
 CF_KNOWN_START = 2  # the same, when the median user has at least `CF_KNOWN_USER` training ratings
-CF_KNOWN_USER = 10  # median training ratings per user from which rows start nearer zero (see `init_biases`)
+CF_KNOWN_USER = 30  # median training ratings per user from which rows start nearer zero (see `init_biases`)
 
 def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
               ) -> float:
