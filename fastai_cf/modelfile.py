@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np, torch
 from torch import nn
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import MSELossFlat
 from fastai.metrics import rmse
 from fastai.layers import LinBnDrop, SigmoidRange
@@ -252,6 +253,15 @@ def _cf_from_file(obj, meta):
     return model,classes,[u,i],[r],pairs,_check_recipe(meta.get('training'))
 
 # %% ../nbs/02b_modelfile.ipynb #75db3b37
+class _NoRatings(Callback):
+    "Refuse, with the fix, to fit a learner whose loaders hold no training ratings (as `load_cf` makes them)"
+    order = -100
+    def before_fit(self):
+        if self.learn.dls.train.n == 0:
+            raise ValueError("This learner was loaded from a model file (`load_cf`): it holds the model and its vocab, "
+                             "not the training ratings, so there is nothing to fit. Train with `cf_learner` on loaders "
+                             "built from your ratings, or add new users without retraining: `learn.fold_in(df)`.")
+
 def load_cf(path, # A file written by `save_cf`
             device=None, # Where to put the model (default: the CPU)
            ) -> Learner: # A `Learner` on row-less `CFDataLoaders`, ready for `recommend`, `similar_items`, `predict_ratings`
@@ -287,7 +297,7 @@ def load_cf(path, # A file written by `save_cf`
     device = torch.device('cpu') if device is None else torch.device(device)
     e = lambda: (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1))
     dls = CFDataLoaders._from_tensors(*e(), *e(), classes, cat_names, y_names, device=device)
-    learn = Learner(dls, model.to(device), loss_func=MSELossFlat(), metrics=rmse)
+    learn = Learner(dls, model.to(device), loss_func=MSELossFlat(), metrics=rmse, cbs=_NoRatings())
     learn.model.eval()
     learn.train_pairs,learn.valid_pairs,learn.cf_meta,learn.cf_recipe = pairs['train'],pairs['valid'],meta,recipe
     return learn

@@ -358,3 +358,9 @@ def test_predict_ratings_bad_input(learn):
     with pytest.raises(ValueError, match='DataFrame'): learn.predict_ratings([(100, 'item 1')])
     assert learn.predict_ratings(pd.DataFrame({'user': [], 'item': []})).shape == (0,)
     with pytest.warns(UserWarning, match='1 of 1'): learn.predict_ratings(pd.DataFrame({'user': [None], 'item': ['item 1']}))
+
+
+def test_loaded_model_refuses_to_fit(saved):
+    "A model file holds the model and its vocab, not the ratings: fitting it says so, instead of fastai's empty-generator NaN"
+    learn = load_cf(saved)
+    with pytest.raises(ValueError, match='holds the model and its vocab, not the training ratings'): learn.fit_one_cycle(1)
