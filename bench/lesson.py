@@ -92,7 +92,7 @@ def performance(df, epochs):
     set_seed(42, reproducible=True)
     learn = cf_learner(dls)
     mses,secs = _fit(learn, epochs)
-    rows.append((f'fastai_cf default (bs {dls.train.bs}, n_factors {learn.model.n_factors})', mses[-1], secs, epochs))
+    rows.append((f'fastai_cf default (bs {learn.dls.train.bs}, n_factors {learn.model.n_factors})', mses[-1], secs, epochs))
     s = _surprise(dls, epochs)
     if s: rows.append(('Surprise SVD (50 f, reg .05, lr .007)', s[0], s[1], s[2]))
     print(f"{'':<46}{'valid MSE':>10}{'RMSE':>8}{'fit s':>9}{'s/epoch':>9}")
