@@ -89,7 +89,8 @@ def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
               ) -> float:
     "The fast path's weight decay for `dls`: `CF_WD_EPOCH` over the training batches per epoch (1.5 on ml-latest-small at bs 2048)"
     if getattr(dls, 'bs_given', True): return CF_WD_EPOCH / max(len(dls.train), 1)
-    return CF_WD_EPOCH / max(len(dls.rebatch(default_bs(dls.train.n)).train), 1)   # the batches the fast path will train on
+    n = dls.train.n; bs = default_bs(n)     # the batches `rebatch` will give the fast path (last partial one dropped)
+    return CF_WD_EPOCH / max(n // bs if dls.train.shuffle and n >= bs else -(-n // bs), 1)
 
 def _is_lazy(opt_func): return opt_func is LazyAdam or (isinstance(opt_func, partial) and opt_func.func is LazyAdam)
 
@@ -107,9 +108,12 @@ def baseline_biases(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                     iters:int=5, # Alternating passes
                    ) -> tuple: # `(g, bu, bi)`: the global logit and each user's and item's deviation (float64)
     "Global mean plus regularised user and item biases (Surprise's `BaselineOnly`), fitted through `sigmoid_range`"
-    (x,y),(lo,hi) = _train_xy(dls),y_range
+    return _baseline(*_train_xy(dls), *(len(dls.classes[n]) for n in list(dls.classes)[:2]), y_range, reg, iters)
+
+def _baseline(x, y, nu, ni, y_range, reg, iters=5):
+    "`baseline_biases` on training rows `x` (long `[user, item]`) and ratings `y` (float64), `nu` users and `ni` items"
+    lo,hi = y_range
     u,i,w = x[:,0],x[:,1],hi-lo
-    nu,ni = (len(dls.classes[n]) for n in list(dls.classes)[:2])
     mu = min(max(y.mean().item(), lo + 1e-3*w), hi - 1e-3*w)
     g = math.log((mu-lo)/(hi-mu))
     s = w/(2+math.exp(g)+math.exp(-g))      # the slope of `sigmoid_range` at the mean: `reg` in logit units
@@ -136,8 +140,8 @@ def init_biases(model:DotProductBias, # The model whose `u_bias` and `i_bias` to
                 reg:float=CF_BIAS_REG, # The baseline's penalty, see `baseline_biases`
                ) -> dict: # What was chosen: `global_mean`, `bias_start` (users, items), `level_on_users`
     "Start `model`'s biases at the baseline, each row by `k/(n+k)` of its `n` training ratings"
-    g,bu,bi = baseline_biases(dls, model.y_range, reg)
-    x,y = _train_xy(dls)
+    x,y = _train_xy(dls)    # read once, for the baseline and the counts
+    g,bu,bi = _baseline(x, y, model.u_bias.num_embeddings, model.i_bias.num_embeddings, model.y_range, reg)
     n_u,n_i = (torch.bincount(x[:,k], minlength=len(d)).double() for k,d in ((0, bu), (1, bi)))
     (ku,ki),share,blend = _bias_start(n_u)
     for b,lvl,dev,n,k in ((model.u_bias, g*share, bu, n_u, ku), (model.i_bias, g*(1-share), bi, n_i, ki)):
@@ -186,7 +190,7 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = AccumMetric(_rmse, name='rmse')   # fastai's `rmse`, shown as `rmse` (not `_rmse`)
     defaults = _fast_defaults(dls, model, kwargs, rebatched) if fast else None
-    if fast: kwargs = dict(opt_func=LazyAdam, lr=CF_LR, wd=default_wd(dls)) | kwargs
+    if fast: kwargs = dict(opt_func=LazyAdam, lr=defaults['lr'], wd=defaults['wd']) | kwargs
     if _is_lazy(kwargs.get('opt_func')) and not any(isinstance(cb, LazyDecay) for cb in L(kwargs.get('cbs'))):
         kwargs['cbs'] = [LazyDecay(), *L(kwargs.get('cbs'))]
     if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
