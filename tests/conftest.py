@@ -4,7 +4,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 @pytest.fixture
 def fastai_home(tmp_path, monkeypatch):
     "An empty fastai data/archive folder, so nothing cached on this machine is used"
-    import fastai_cf.data as fd
+    import fastai_cf.movielens as fd
     home = tmp_path/'fastai_home'
     monkeypatch.setattr(fd, 'fastai_path', lambda folder: home/folder)   # fastai caches its config per process
     return home

@@ -71,7 +71,7 @@ def missing(fn, nb_path, everywhere=frozenset()):
     def ok(nm):
         if nm in docd: return True
         if nm in assigned and nm not in defs: return f'`{nm}`' in prose
-        return nm not in defs and nm not in assigned and nm in everywhere   # re-exported from another module
+        return nm not in defs and nm not in assigned and (nm in everywhere or f'`{nm}`' in prose)   # re-exported from another module
     return [o for o in _all(fn) if not ok(o)] + [o for o in _hidden_patches(nb_path) if o not in docd]
 
 _mods = _generated()

@@ -245,11 +245,11 @@ def test_table_size():
 WRITE_CALLS = {'savefig', 'to_csv', 'to_parquet', 'to_json', 'to_pickle', 'write_text', 'write_bytes', 'extractall', 'save', 'export', 'dump', 'touch'}
 # (module, function) that write files, and how each is atomic; each has a test below or in the test file named
 ATOMIC = {
-    ('job.py', '_save_fig'): 'data.atomic_write (test_cli_plot_write_is_atomic)',
-    ('data.py', 'atomic_write'): 'temp file beside the target, fsync, then os.replace (test_cli_plot_write_is_atomic, test_wd_plot_write_is_atomic)',
-    ('callback/wd.py', '_finish'): 'data.atomic_write (test_wd_plot_write_is_atomic)',
+    ('job.py', '_save_fig'): 'core.atomic_write (test_cli_plot_write_is_atomic)',
+    ('core.py', 'atomic_write'): 'temp file beside the target, fsync, then os.replace (test_cli_plot_write_is_atomic, test_wd_plot_write_is_atomic)',
+    ('callback/wd.py', '_finish'): 'core.atomic_write (test_wd_plot_write_is_atomic)',
     ('modelfile.py', '_write_atomic'): 'temp file, fsync, os.replace: model files and checkpoints (test_inference.py::test_save_is_atomic, test_checkpoint_write_is_atomic)',
-    ('data.py', '_extract'): 'MovieLens extracted into a temp folder, then renamed (test_extract_is_atomic); downloads go to .part, then rename (fastdownload)',
+    ('movielens.py', '_extract'): 'MovieLens extracted into a temp folder, then renamed (test_extract_is_atomic); downloads go to .part, then rename (fastdownload)',
     ('distributed.py', '_write_csv'): 'temp file, then os.replace',
 }
 PENDING = {}
@@ -307,7 +307,7 @@ def test_wd_plot_write_is_atomic(tmp_path, monkeypatch):
     assert [o.name for o in tmp_path.iterdir()] == ['wd.png']
 
 def test_extract_is_atomic(tmp_path, monkeypatch):
-    import fastai_cf.data as fd
+    import fastai_cf.movielens as fd
     z = tmp_path/'ml-100k.zip'
     with zipfile.ZipFile(z, 'w') as f: f.writestr('ml-100k/u.data', '1\t10\t4\t881250949\n2\t10\t3\t891717742\n'); f.writestr('ml-100k/u.item', '10|A (1995)\n')
     dest = tmp_path/'data'

@@ -36,21 +36,21 @@ def _is_fastai(node):
     if isinstance(node, ast.Import): return any(a.name.split('.')[0] == 'fastai' for a in node.names)
     return isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or '').split('.')[0] == 'fastai'
 
-def _is_data(node, depth):
-    "`from . import data`, `from .data import ...` (`..` from a subpackage)"
+def _is_core(node, depth):
+    "`from . import core`/`data`, `from .core import ...` (`..` from a subpackage): `data` imports `core` first"
     if not isinstance(node, ast.ImportFrom) or node.level != depth: return False
-    return node.module == 'data' or (node.module is None and any(a.name == 'data' for a in node.names))
+    return node.module in ('core', 'data') or (node.module is None and any(a.name in ('core', 'data') for a in node.names))
 
 @pytest.mark.parametrize('fn', _modules(), ids=lambda o: str(o.relative_to(pkg)))
-def test_data_imported_before_fastai(fn):
-    "`data` imports fastai with fastai's own import-time notices silenced, so it must come first in every module"
-    if fn.name == 'data.py': return
+def test_core_imported_before_fastai(fn):
+    "`core` imports fastai with fastai's own import-time notices silenced, so it must come first in every module"
+    if fn.name == 'core.py': return
     body = ast.parse(fn.read_text()).body
     fa = next((i for i,o in enumerate(body) if _is_fastai(o)), None)
     if fa is None: return
     depth = len(fn.relative_to(pkg).parts)
-    da = next((i for i,o in enumerate(body) if _is_data(o, depth)), None)
-    assert da is not None and da < fa, f"{fn.relative_to(pkg)}: import `data` before fastai (line {body[fa].lineno})"
+    da = next((i for i,o in enumerate(body) if _is_core(o, depth)), None)
+    assert da is not None and da < fa, f"{fn.relative_to(pkg)}: import `core` (or `data`) before fastai (line {body[fa].lineno})"
 
 def _global_filters(tree):
     "Calls to `warnings.filterwarnings`/`simplefilter` that run at import, outside a `catch_warnings()` block"
@@ -75,4 +75,4 @@ def test_checks_can_fail():
                     "def f(): warnings.simplefilter('ignore')")
     assert list(_global_filters(bad)) == [2, 3]
     body = ast.parse("from fastai.learner import Learner\nfrom .data import CFDataLoaders").body
-    assert _is_fastai(body[0]) and _is_data(body[1], 1) and not _is_data(body[1], 2)
+    assert _is_fastai(body[0]) and _is_core(body[1], 1) and not _is_core(body[1], 2)
