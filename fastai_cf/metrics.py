@@ -19,11 +19,11 @@ from fastai.torch_core import set_seed
 from fastai.collab import EmbeddingDotBias
 from .data import CFDataLoader, CFDataLoaders, movielens_path, load_movielens, _check_splits
 from .models import DotProduct, DotProductBias
-from .learner import cf_learner
+from .learner import cf_learner, _train_ratings
 from .inference import _vocabs, _pairs, _predict, _rating_name
 
 # %% auto #0
-__all__ = ['ranking_metrics', 'evaluate', 'cv_folds', 'ml100k_folds', 'cross_validate']
+__all__ = ['ranking_metrics', 'relevance_threshold', 'evaluate', 'cv_folds', 'ml100k_folds', 'cross_validate']
 
 # %% ../nbs/06_metrics.ipynb #02354cd7
 def _topk(s, k):
@@ -89,7 +89,7 @@ def ranking_metrics(scores, # `(n_users, n_items)` scores, or a function from us
                     valid_pairs, # `(m, 2)` `[user, item]` vocab rows of the validation ratings
                     valid_y, # `(m,)` validation ratings
                     k:int|list=10, # Length of the top-k list, or a list of lengths
-                    threshold:float=4.0, # A validation rating at least this makes the item relevant
+                    threshold:float=4.0, # A validation rating at least this makes the item relevant (4.0: five stars; see `relevance_threshold`)
                     n_items:int=None, # Items in the catalogue ('#na#' included), when `scores` is a function
                     bs:int=1<<22, # (user, item) scores computed at once
                    ) -> pd.Series: # precision@k, recall@k, ndcg@k, map@k, hit@k, coverage@k for each `k`
@@ -169,6 +169,17 @@ def _scorer(model, n_items, bs=65536):
         return _predict(model, x, bs).view(len(us), n_items)
     return _score
 
+# %% ../nbs/06_metrics.ipynb #7b74ba98
+def relevance_threshold(y # Ratings that span the scale: the training ratings, say
+                       ) -> float: # The lowest relevant rating
+    "The lowest rating that counts as relevant on the scale of `y`: its top quarter, rounded up to a rating `y` holds"
+    y = torch.as_tensor(np.asarray(y, dtype=np.float64) if not isinstance(y, torch.Tensor) else y).detach().cpu().reshape(-1).double()
+    y = y[torch.isfinite(y)]
+    if not len(y): raise ValueError("relevance_threshold needs ratings to read the scale from; pass threshold= yourself.")
+    vals = torch.unique(y)
+    cut = vals[0] + 0.75*(vals[-1] - vals[0])
+    return vals[vals >= cut - 1e-9][0].item()
+
 # %% ../nbs/06_metrics.ipynb #4a95e264
 def _valid_rows(learn):
     "Validation `(pairs, ratings)` of `learn`'s loaders (`CFDataLoaders` tensors, or the frame of fastai's `CollabDataLoaders`)"
@@ -184,9 +195,9 @@ def _valid_rows(learn):
 
 def evaluate(learn:Learner, # A trained collaborative-filtering `Learner`, with its loaders
              k:int|list=10, # Length of the top-k lists (or a list of lengths)
-             threshold:float=4.0, # A validation rating at least this makes the item relevant
+             threshold:float=None, # A validation rating at least this makes the item relevant (default: `relevance_threshold` of the training ratings)
              bs:int=1<<22, # (user, item) scores computed at once
-            ) -> pd.Series: # rmse, mae, then precision@k, recall@k, ndcg@k, map@k, hit@k, coverage@k
+            ) -> pd.Series: # rmse, mae, then precision@k, recall@k, ndcg@k, map@k, hit@k, coverage@k, and the `threshold` used
     "RMSE and MAE of the validation ratings, and the ranking metrics of the top-k lists of the validation users"
     _,_,_,iv = _vocabs(learn)
     valid,tp = _valid_rows(learn),_pairs(learn, 'train')
@@ -194,9 +205,11 @@ def evaluate(learn:Learner, # A trained collaborative-filtering `Learner`, with 
         raise ValueError("evaluate needs the training and validation rows: pass a `Learner` built on `CFDataLoaders` "
                          "or fastai's `CollabDataLoaders` with a validation set (a model from `load_cf` has none: rebuild its loaders).")
     vp,vy = valid
+    if threshold is None: threshold = relevance_threshold(_train_ratings(learn.dls))
     p = _predict(learn.model, vp)
     res = pd.Series({'rmse': rmse.func(p, vy).item(), 'mae': mae(p, vy).item()})
-    return pd.concat([res, ranking_metrics(_scorer(learn.model, len(iv)), tp, vp, vy, k, threshold, n_items=len(iv), bs=bs)])
+    rank = ranking_metrics(_scorer(learn.model, len(iv)), tp, vp, vy, k, threshold, n_items=len(iv), bs=bs)
+    return pd.concat([res, rank, pd.Series({'threshold': float(threshold)})])
 
 # %% ../nbs/06_metrics.ipynb #8ab87c6c
 def cv_folds(df:pd.DataFrame|int, # Ratings (or their number)
@@ -265,7 +278,7 @@ def cross_validate(df:pd.DataFrame, # Ratings
                    seed:int=42, # Seed of the folds, and set before each learner is built
                    folds:list=None, # Your own `(train_idx, valid_idx)` pairs, e.g. from `ml100k_folds`
                    k:int|list=10, # Length of the top-k lists, see `evaluate`
-                   threshold:float=4.0, # Lowest relevant rating, see `evaluate`
+                   threshold:float=None, # Lowest relevant rating (default: `relevance_threshold` of each fold's training ratings), see `evaluate`
                    dls_fn=None, # `dls_fn(df, (train_idx, valid_idx))` builds the loaders (default: `CFDataLoaders.from_df`)
                    **kwargs # Passed to `CFDataLoaders.from_df` (`user_name`, `item_name`, `bs`, ...)
                   ) -> pd.DataFrame: # One row per fold, then 'mean': `evaluate`'s metrics and `fit_s`

@@ -6,7 +6,7 @@ from fastai.torch_core import set_seed
 from fastai_cf.data import CFDataLoaders
 from fastai_cf.learner import cf_learner
 from fastai_cf.inference import save_cf, load_cf
-from fastai_cf.metrics import ranking_metrics, evaluate, cv_folds, ml100k_folds, cross_validate
+from fastai_cf.metrics import ranking_metrics, evaluate, cv_folds, ml100k_folds, cross_validate, relevance_threshold
 
 # --- the reference: the definitions, one user and one item at a time ------------------------------------------------
 def reference(S, train, valid, vy, k, threshold=4.0):
@@ -142,6 +142,20 @@ def test_evaluate_stock_fastai():
     ref,_,_,_ = model_reference(learn, 10)
     np.testing.assert_allclose(res[list(ref)].values, list(ref.values()), atol=1e-6)
     with learn.no_bar(): np.testing.assert_allclose(res['rmse']**2, learn.validate()[0], rtol=1e-4)
+
+def test_evaluate_threshold_follows_the_scale():
+    "On a 1–10 scale the relevant ratings are 8 and up, not 4 and up (issue 20): read from the data and reported"
+    df = planted(); df['rating'] = (df.rating*2).clip(1, 10)      # 0.5–5 half stars -> 1–10 whole points
+    learn = cf_learner(CFDataLoaders.from_df(df, seed=1, bs=64), n_factors=4)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1)
+    res = evaluate(learn)
+    assert res['threshold'] == 8.0 == relevance_threshold(learn.dls.train.y)
+    pd.testing.assert_series_equal(res, evaluate(learn, threshold=8))
+    low = evaluate(learn, threshold=4)
+    assert low['threshold'] == 4 and low['recall@10'] != res['recall@10']
+    five = df.assign(rating=df.rating/2)
+    assert cross_validate(five, 2, fit=1, bs=64).threshold.tolist() == [4.0, 4.0, 4.0]
+    with pytest.raises(ValueError, match='pass threshold='): relevance_threshold([])
 
 def test_evaluate_needs_rows(tmp_path):
     df = planted()
