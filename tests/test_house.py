@@ -86,3 +86,37 @@ def test_public_names_stay_where_users_import_them():
     assert set(distributed.__all__) == {'setup_cf_distrib', 'CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'launch_train', 'train_distrib'}
     assert all(hasattr(all_, n) for n in distributed.__all__)
     assert hasattr(distributed, '_argv') and hasattr(distributed, '_main')   # what tests and `python -m` use
+
+# The public names of each module and of `fastai_cf.all` before the catalogue and `core` moved out of `data` (commit 86343bd)
+NAMES_BEFORE = {'cli': ['PlainProgress', 'main', 'recommend', 'similar', 'sweep_wd', 'train'],
+ 'data': ['CFDataLoader', 'CFDataLoaders', 'CFDataset', 'MOVIELENS', 'atomic_write', 'cf_splits', 'check_file',
+          'check_ratings', 'default_bs', 'load_movielens', 'movielens_path', 'read_ratings_csv', 'synth_ratings'],
+ 'ddp': ['CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'setup_cf_distrib'],
+ 'distributed': ['CFDistributedDL', 'CFDistributedTrainer', 'launch_distrib', 'launch_train', 'setup_cf_distrib',
+                 'train_distrib'],
+ 'inference': ['CFModelFileError', 'FOLD_IN_REG', 'load_cf', 'save_cf'],
+ 'interpret': ['CollabInterpretation'],
+ 'job': ['launch_train', 'train'],
+ 'learner': ['CF_BIAS_REG', 'CF_BIAS_START', 'CF_KNOWN_START', 'CF_KNOWN_USER', 'CF_LR', 'CF_WD_EPOCH', 'TorchThreads',
+             'baseline_biases', 'cf_learner', 'default_wd', 'default_y_range', 'init_biases'],
+ 'metrics': ['cross_validate', 'cv_folds', 'evaluate', 'ml100k_folds', 'ranking_metrics'],
+ 'modelfile': ['CFModelFileError', 'load_cf', 'save_cf'],
+ 'models': ['DotProduct', 'DotProductBias', 'emb_sz_rule', 'suggest_n_factors'],
+ 'optimizer': ['LazyAdam', 'LazyDecay', 'RowAdam']}
+ALL_BEFORE = ['CFDataLoader', 'CFDataLoaders', 'CFDataset', 'CFDistributedDL', 'CFDistributedTrainer', 'CFModelFileError',
+ 'CF_BIAS_REG', 'CF_BIAS_START', 'CF_KNOWN_START', 'CF_KNOWN_USER', 'CF_LR', 'CF_WD_EPOCH', 'CollabInterpretation',
+ 'DotProduct', 'DotProductBias', 'FOLD_IN_REG', 'LazyAdam', 'LazyDecay', 'MOVIELENS', 'RowAdam', 'TorchThreads',
+ 'atomic_write', 'baseline_biases', 'cf_learner', 'cf_splits', 'check_file', 'check_ratings', 'cross_validate',
+ 'cv_folds', 'default_bs', 'default_wd', 'default_y_range', 'emb_sz_rule', 'evaluate', 'init_biases', 'launch_distrib',
+ 'launch_train', 'load_cf', 'load_movielens', 'ml100k_folds', 'movielens_path', 'ranking_metrics', 'read_ratings_csv',
+ 'save_cf', 'setup_cf_distrib', 'suggest_n_factors', 'synth_ratings', 'train_distrib']
+
+def test_names_before_the_split_still_import():
+    "Every public name works from where users imported it before `movielens` and `core` split off `data`, as the same object"
+    import importlib, fastai_cf.all as all_
+    missing = [f'{m}.{n}' for m,ns in NAMES_BEFORE.items() for n in ns if not hasattr(importlib.import_module(f'fastai_cf.{m}'), n)]
+    assert not missing, missing
+    assert not [n for n in ALL_BEFORE if not hasattr(all_, n)]
+    import fastai_cf.data as data, fastai_cf.movielens as ml, fastai_cf.core as core
+    assert data.load_movielens is ml.load_movielens and data.MOVIELENS is ml.MOVIELENS and data.atomic_write is core.atomic_write
+    assert {'MOVIELENS', 'load_movielens', 'movielens_path', 'check_file', 'atomic_write'} <= set(data.__all__)   # `from fastai_cf.data import *` too
