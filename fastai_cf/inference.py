@@ -20,7 +20,7 @@ from fastai.collab import EmbeddingDotBias, EmbeddingNN
 from .data import CFDataLoaders, _encode
 from .models import DotProduct, DotProductBias, _cf_names
 from .optimizer import _flush_decay
-from .modelfile import CFModelFileError, save_cf, load_cf, _vocabs, _rating_name, _pairs, _train_recipe, _check_recipe
+from .modelfile import CFModelFileError, save_cf, load_cf, _vocabs, _rating_name, _pairs, _train_recipe, _check_recipe, _rating_scale
 from .modelfile import _model_config, _build_model, _digest, _write_atomic   # where they were before `modelfile`
 
 # %% auto #0
@@ -134,12 +134,18 @@ def _rated_enough(learn, cand, min_ratings=None):
     if min_ratings is None: min_ratings = int(min(10, counts.max() // 2))
     return cand & (counts >= min_ratings)
 
+def _shown(learn, v, clip=True):
+    "Predictions `v` as a user sees them: clipped to the rating scale of `learn` when `clip` (and the scale is known)"
+    s = _rating_scale(learn) if clip else None
+    return v if s is None else np.clip(v, *s).astype(v.dtype)
+
 @patch
 def recommend(self:Learner, user, # A user id as in the training frame (`'1'` also finds the int id 1)
               n:int=10, # How many items
               exclude_seen:bool|str=True, # Leave out items `user` rated: True (training and validation rows), 'train', or False
               unknown:str='error', # A user not seen in training: 'error' raises `KeyError`; 'fallback' recommends for the average user
               min_ratings:int=None, # Leave out items with fewer training ratings (default: 10, or half the largest count if lower)
+              clip:bool=True, # Show predictions clipped to the training ratings' scale (the order is the model's either way)
              ) -> pd.DataFrame: # Item id and `prediction`, best first
     "The `n` items with the highest predicted rating for `user`"
     _check_n(n); _check_unknown(unknown)
@@ -163,7 +169,7 @@ def recommend(self:Learner, user, # A user id as in the training frame (`'1'` al
     x = torch.stack([torch.full((len(idx),), u, dtype=torch.long), torch.from_numpy(idx)], 1)
     with _average_row0(self.model, (ku,ki)) if u == 0 else nullcontext(): s = _predict(self.model, x)
     top,val = _top(s, idx, n)
-    return pd.DataFrame({iname: [iv.items[j] for j in top], 'prediction': val})
+    return pd.DataFrame({iname: [iv.items[j] for j in top], 'prediction': _shown(self, val, clip)})
 
 # %% ../nbs/04_inference.ipynb #9c303b09
 _METRICS = ('cosine', 'dot', 'euclidean')
@@ -204,6 +210,7 @@ def _first(vals, n=5): return list(dict.fromkeys(o.item() if isinstance(o, np.ge
 def predict_ratings(self:Learner, df:pd.DataFrame, # Rows with the training frame's user and item columns
                     unknown:str='fallback', # Ids not seen in training: 'fallback' predicts from the average user or item; 'error' raises
                     bs:int=_BS, # Rows per batch
+                    clip:bool=True, # Clip predictions to the training ratings' scale, as `recommend` shows them
                    ) -> np.ndarray: # One predicted rating per row of `df`, float32
     "Predicted ratings for the `(user, item)` rows of `df`"
     _check_unknown(unknown)
@@ -224,7 +231,8 @@ def predict_ratings(self:Learner, df:pd.DataFrame, # Rows with the training fram
                       "predicted for the average user or item (unknown='fallback'). Pass unknown='error' to raise instead.")
         cu,ci = np.where(bu, 0, cu),np.where(bi, 0, ci)
     x = torch.from_numpy(np.stack([cu, ci], 1).astype(np.int64))
-    with _average_row0(self.model, (ku,ki)) if n_bad else nullcontext(): return _predict(self.model, x, bs).numpy()
+    with _average_row0(self.model, (ku,ki)) if n_bad else nullcontext(): res = _predict(self.model, x, bs).numpy()
+    return _shown(self, res, clip)
 
 # %% ../nbs/04_inference.ipynb #f1a00011
 _all_ = ['CFModelFileError', 'save_cf', 'load_cf']

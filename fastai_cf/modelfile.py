@@ -22,7 +22,7 @@ from . import __version__
 from .data import CFDataLoader, CFDataLoaders, atomic_write
 from .models import DotProduct, DotProductBias, _cf_names
 from .optimizer import _flush_decay, _row_adam
-from .learner import _is_lazy
+from .learner import _is_lazy, _train_ratings
 
 # %% auto #0
 __all__ = ['CFModelFileError', 'save_cf', 'load_cf']
@@ -146,6 +146,23 @@ def _build_model(cfg:dict) -> nn.Module:
                            bn_cont=cfg['bn_cont'], act_cls=act_cls, lin_first=cfg['lin_first'])
     raise ValueError(f"unknown model kind {kind!r}")
 
+# %% ../nbs/02b_modelfile.ipynb #ccf6a8f1
+def _scale_from_y_range(yr):
+    "The rating scale a model with `y_range` `yr` most likely had: the lesson's `(0, 5.5)` is five stars, any other is taken as it is"
+    if yr is None: return None
+    lo,hi = float(yr[0]),float(yr[1])
+    return (lo, 5.) if (lo, hi) == (0., 5.5) else (lo, hi)
+
+def _rating_scale(learn) -> tuple|None:
+    "`(lowest, highest)` training rating of `learn` (its loaders', or its model file's); else read from `y_range`; `None` if neither"
+    s = learn.__dict__.get('cf_scale')      # kept by `load_cf`
+    if s is not None: return s
+    try: y = _train_ratings(learn.dls)
+    except Exception: y = None              # loaders without ratings (`load_learner`'s)
+    if y is not None and len(y): return (float(y.min()), float(y.max()))
+    try: return _scale_from_y_range(_model_config(learn.model)['y_range'])
+    except ValueError: return _scale_from_y_range(getattr(learn.model, 'y_range', None))
+
 # %% ../nbs/02b_modelfile.ipynb #989f5416
 def _json_id(o):
     "Whether id `o` survives a JSON round trip unchanged: a string, an int, or a finite float"
@@ -200,7 +217,7 @@ def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
     pairs = {k: None if p is None else p.to(torch.int32).contiguous().clone() for k,p in pairs.items()}
     meta = json.dumps(dict(format=_FORMAT, format_version=_VERSION, fastai_cf_version=__version__, torch_version=torch.__version__,
                            model=cfg, user_name=u, item_name=i, rating_name=str(_rating_name(learn)),
-                           users=_to_json_ids(uv, 'user'), items=_to_json_ids(iv, 'item'),
+                           users=_to_json_ids(uv, 'user'), items=_to_json_ids(iv, 'item'), rating_scale=_yr(_rating_scale(learn)),
                            training=_train_recipe(learn), **{f'n_{k}_pairs': None if p is None else len(p) for k,p in pairs.items()}), allow_nan=False)
     obj = dict(fastai_cf=meta, state_dict=state, sha256=_digest(meta, state, pairs))
     obj.update({f'{k}_pairs': p for k,p in pairs.items() if p is not None})
@@ -250,7 +267,10 @@ def _cf_from_file(obj, meta):
             if len(p) and (p.min() < 0 or p[:,0].max() >= n_users or p[:,1].max() >= n_items):
                 raise ValueError(f"the {k} pairs point outside the vocab")
         if (None if p is None else len(p)) != meta[f'n_{k}_pairs']: raise ValueError(f"the number of {k} pairs is wrong")
-    return model,classes,[u,i],[r],pairs,_check_recipe(meta.get('training'))
+    sc = meta.get('rating_scale')      # absent from files written before it was stored
+    if sc is not None and not (isinstance(sc, list) and len(sc) == 2 and all(isinstance(o, (int, float)) and not isinstance(o, bool) and math.isfinite(o) for o in sc) and sc[0] <= sc[1]):
+        raise ValueError("the rating scale is not two numbers, lowest first")
+    return model,classes,[u,i],[r],pairs,_check_recipe(meta.get('training')),None if sc is None else (float(sc[0]), float(sc[1]))
 
 # %% ../nbs/02b_modelfile.ipynb #75db3b37
 class _NoRatings(Callback):
@@ -292,7 +312,7 @@ def load_cf(path, # A file written by `save_cf`
     try: ok = obj.get('sha256') == _digest(obj['fastai_cf'], state, pairs)
     except Exception: ok = False
     if not ok: raise bad("its checksum does not match its contents, so the file is corrupted")
-    try: model,classes,cat_names,y_names,pairs,recipe = _cf_from_file(obj, meta)
+    try: model,classes,cat_names,y_names,pairs,recipe,scale = _cf_from_file(obj, meta)
     except Exception as e: raise bad(f"its contents are inconsistent ({_short(e)})") from None
     device = torch.device('cpu') if device is None else torch.device(device)
     e = lambda: (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1))
@@ -300,4 +320,5 @@ def load_cf(path, # A file written by `save_cf`
     learn = Learner(dls, model.to(device), loss_func=MSELossFlat(), metrics=rmse, cbs=_NoRatings())
     learn.model.eval()
     learn.train_pairs,learn.valid_pairs,learn.cf_meta,learn.cf_recipe = pairs['train'],pairs['valid'],meta,recipe
+    learn.cf_scale = scale if scale is not None else _rating_scale(learn)   # an older file: from its `y_range`
     return learn

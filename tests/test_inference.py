@@ -364,3 +364,33 @@ def test_loaded_model_refuses_to_fit(saved):
     "A model file holds the model and its vocab, not the ratings: fitting it says so, instead of fastai's empty-generator NaN"
     learn = load_cf(saved)
     with pytest.raises(ValueError, match='holds the model and its vocab, not the training ratings'): learn.fit_one_cycle(1)
+
+# --- the rating scale: what users are shown -------------------------------------------------------------------------
+def test_rating_scale_kept_and_old_files_load(learn, ratings, saved, tmp_path):
+    "The file keeps the training ratings' scale; a file written before the scale was stored loads, its scale read from `y_range`"
+    scale = (float(ratings.rating.min()), float(ratings.rating.max()))
+    assert tuple(learn.model.y_range) == (0, 5.5) and scale == (0.5, 5.0)
+    l2 = guarded_load(saved)
+    assert l2.cf_scale == scale
+    old = guarded_load(rewrite(saved, tmp_path/'old.pt', lambda m: m.pop('rating_scale')))
+    assert old.cf_scale == (0., 5.)          # the lesson's (0, 5.5): five stars
+    same_model(old, l2, ratings)             # every prediction is >= 0.5 here, so (0, 5) clips as (0.5, 5) does
+    p = quiet(old.predict_ratings, ratings, clip=False)
+    np.testing.assert_array_equal(quiet(old.predict_ratings, ratings), p.clip(0, 5))
+    fn = tmp_path/'bad.pt'
+    check_refused(rewrite(saved, fn, lambda m: m.update(rating_scale=[5, 1])), 'rating scale')
+    check_refused(rewrite(saved, fn, lambda m: m.update(rating_scale=['1', 5])), 'rating scale')
+    check_refused(rewrite(saved, fn, lambda m: m.update(rating_scale=[1, 5, 10])), 'rating scale')
+
+def test_predictions_shown_clipped_ranking_kept(saved, ratings):
+    "A model that predicts past the scale's top: `recommend` and `predict_ratings` show at most the top rating, in the model's order"
+    learn = load_cf(saved)
+    iv = learn.dls.classes['item']
+    with torch.no_grad(): learn.model.i_bias.weight[[iv.o2i['item 1'], iv.o2i['item 2']]] += 5   # two items everyone loves, past 5 stars
+    raw,shown = (learn.recommend(100, n=20, exclude_seen=False, min_ratings=1, clip=c) for c in (False, True))
+    assert raw.prediction.max() > 5.0           # the model does go past the scale, so the check below can fail
+    assert shown.prediction.max() <= 5.0 and shown.prediction.min() >= 0.5
+    assert list(shown.item) == list(raw.item) and set(raw.item[:2]) == {'item 1', 'item 2'}
+    np.testing.assert_array_equal(shown.prediction, raw.prediction.clip(0.5, 5))
+    p = learn.predict_ratings(ratings, clip=False)
+    assert p.max() > 5 and learn.predict_ratings(ratings).max() <= 5
