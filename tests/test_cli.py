@@ -60,6 +60,33 @@ def test_recommend_and_similar(trained):
     assert r.returncode == 0, r.stderr
     assert 'film 7' not in r.stdout.splitlines()[1:]
 
+def _shown_predictions(stdout):
+    "The prediction column of the recommendation tables in `stdout` (rows of an item and a number, under a header)"
+    res = []
+    for l in stdout.splitlines():
+        w = l.split()
+        try: res.append(float(w[-1]))
+        except (ValueError, IndexError): pass
+    return res
+
+def test_recommendations_clipped_to_the_scale(csv, trained, tmp_path):
+    "A model that predicts past five stars (two items pushed up): the CLI shows at most 5.00, in the model's order"
+    import torch
+    from fastai_cf.inference import load_cf, save_cf
+    out,r = trained
+    assert 0 < max(_shown_predictions(r.stdout.split('top 5 recommendations')[1].split('model saved')[0])) <= 5
+    learn = load_cf(out/'model.cf')
+    iv = learn.dls.classes['film']
+    with torch.no_grad(): learn.model.i_bias.weight[[iv.o2i['film 1'], iv.o2i['film 2']]] += 5
+    fn = save_cf(learn, tmp_path/'past5.cf')
+    raw = learn.recommend(3, n=6, clip=False)
+    assert raw.prediction.max() > 5.0          # unclipped it would print above the scale: the check below can fail
+    r = run('recommend', fn, '--user', 3, '-n', 6)
+    assert r.returncode == 0, r.stderr
+    shown = _shown_predictions(r.stdout)
+    assert len(shown) == 6 and max(shown) == 5.0 and min(shown) >= 0.5, r.stdout
+    assert [l.rsplit(None, 1)[0].strip() for l in r.stdout.strip().splitlines()[1:]] == list(raw.film)   # the same order
+
 def test_sweep_wd(csv, tmp_path):
     r = run('sweep-wd', '--wds', '0,0.1', '--data', csv, '--epochs', 2, '--lr', 0.03, '--out', tmp_path)
     assert r.returncode == 0, r.stderr
