@@ -89,12 +89,12 @@ class RowAdam:
                 else: s[1].append(p)
         res = {}
         for i,ps in sets:
-            vals = [p.grad._values() for p in ps]
-            vals.append(vals[0].new_ones(len(i), 1))     # count each row's lookups as they are summed (for `l2`)
-            w = [v.shape[1] for v in vals]
-            g = torch.sparse_coo_tensor(i[None], torch.cat(vals, 1), (len(ps[0]), sum(w)), check_invariants=False).coalesce()
-            idx,gv = g._indices()[0],g._values().split(w, 1)
-            res.update({id(p): (idx, v, gv[-1]) for p,v in zip(ps, gv)})
+            srt,perm = i.sort()     # the sort `coalesce` does: repeated rows are summed in its order, so to the bit as it sums them
+            idx,inv,cnt = torch.unique_consecutive(srt, return_inverse=True, return_counts=True)
+            cnt = cnt.to(ps[0].dtype)[:,None]
+            for p in ps:
+                v = p.grad._values()
+                res[id(p)] = (idx, v.new_zeros(len(idx), *v.shape[1:]).index_add_(0, inv, v.index_select(0, perm)), cnt)
         return res
 
     @staticmethod
