@@ -4,7 +4,7 @@ nbdev's docs build (`nbdev-proc-nbs`, processor `add_show_docs`) adds a `show_do
 (`@patch`ed methods included, as `Learner.recommend`) defined in a shown `#| export` cell; a function or class defined in a `#| hide` cell needs an explicit `show_doc(name)`. A constant
 (`CF_LR = 2e-2`) has no docstring of its own (`show_doc` would print `float`'s), so its page must name it, backticked,
 in a shown markdown cell. A name a module re-exports is documented where it is defined.
-Run `python tests/test_docs.py` for the list per notebook."""
+It also checks that every public name is used in a lesson cell. Run `python tests/test_docs.py` for the lists per notebook."""
 import ast, re, sys
 from pathlib import Path
 import pytest
@@ -102,12 +102,44 @@ def test_detects_undocumented(tmp_path):
     write_nb(nb, tmp_path/'m.ipynb')
     assert missing(mod, tmp_path/'m.ipynb', frozenset(['k'])) == ['j', 'Learner.h']
 
-def no_lesson(fn, nb_path):
-    "Public names of `fn` that no unexported code cell of `nb_path` mentions (a hint, not a test: use can be indirect)"
+def _lesson_code(nb_path):
+    "The source of the lesson cells of `nb_path`: its code cells that are not exported"
     cells = NBProcessor(nb_path, procs=[]).nb.cells
-    code = '\n'.join(c.source for c in cells if c.cell_type == 'code' and not ({'export', 'exports', 'exporti'} & set(c.directives_)))
-    return [o for o in _all(fn) if not re.search(rf'\b{re.escape(o)}\b', code)]
+    return '\n'.join(c.source for c in cells if c.cell_type == 'code' and not ({'export', 'exports', 'exporti'} & set(c.directives_)))
+
+def _named(nm, code): return re.search(rf'\b{re.escape(nm)}\b', code) is not None
+
+def no_lesson(fn, nb_path, everywhere=''):
+    "Public names of `fn` no lesson cell of `nb_path` names (`everywhere`: every page's lesson code, for names `fn` re-exports)"
+    code,(defs,assigned) = _lesson_code(nb_path),_defined(fn)
+    def ok(nm): return _named(nm, code) or (nm not in defs | assigned and _named(nm, everywhere))   # re-exported: its own page teaches it
+    return [o for o in _all(fn) if not ok(o)]
+
+_lessons_everywhere = '\n'.join(_lesson_code(nb) for _, nb in _mods)
+
+# Names whose page has no lesson yet, in notebooks this check's author did not own: the lead empties this list as the
+# lessons are written (each entry: module file, then names). A name listed here that gains a lesson fails the test too,
+# so the list can only shrink.
+NO_LESSON_YET = {
+    'learner.py': ['CF_BIAS_REG', 'CF_BIAS_START', 'CF_KNOWN_START', 'CF_KNOWN_USER', 'default_wd', 'init_biases'],   # nbs/02_learner.ipynb (helper B)
+}
+
+@pytest.mark.parametrize('fn,nb', _mods, ids=[str(f.relative_to(pkg)) for f, _ in _mods])
+def test_every_public_symbol_has_a_lesson(fn, nb):
+    "Every public name of a module is used in a lesson cell of its notebook (a re-exported one, in any notebook's)"
+    miss,known = no_lesson(fn, nb, _lessons_everywhere),NO_LESSON_YET.get(str(fn.relative_to(pkg)), [])
+    assert sorted(miss) == sorted(known), (f"{nb.name}: no lesson cell uses {sorted(set(miss) - set(known))}; "
+                                           f"now taught, take off NO_LESSON_YET: {sorted(set(known) - set(miss))}")
+
+def test_detects_missing_lessons(tmp_path):
+    "A name only an exported cell mentions has no lesson; a re-exported one counts wherever it is taught"
+    from fastcore.nbio import write_nb, mk_cell, new_nb
+    write_nb(new_nb([mk_cell('#| default_exp m'), mk_cell('#| export\ndef f(): pass\ndef g(): return f()'), mk_cell('test_eq(g(), None)')]),
+             tmp_path/'m.ipynb')
+    mod = tmp_path/'m.py'
+    mod.write_text("from .n import k, j\n__all__ = ['f', 'g', 'k', 'j']\ndef f(): pass\ndef g(): return f()")
+    assert no_lesson(mod, tmp_path/'m.ipynb', 'k(1)') == ['f', 'j']
 
 if __name__ == '__main__':
     for fn, nb in _mods:
-        print(f'{nb.name}: undocumented {missing(fn, nb, _everywhere) or "none"}; not named in a lesson cell {no_lesson(fn, nb) or "none"}')
+        print(f'{nb.name}: undocumented {missing(fn, nb, _everywhere) or "none"}; not named in a lesson cell {no_lesson(fn, nb, _lessons_everywhere) or "none"}')
