@@ -336,7 +336,7 @@ _ORDERS = ('fastai', 'perm')
 _FASTAI_ORDER_MAX = 1 << 22   # beyond ~4M rows fastai's sampling costs seconds an epoch: permute instead
 
 class CFDataLoader(DataLoader):
-    "A fastai `DataLoader` whose batches are slices of a `CFDataset`'s id tensor `x` and rating tensor `y`"
+    "A fastai `DataLoader` whose batches are rows of a `CFDataset`'s id tensor `x` and rating tensor `y`: slices, or gathered in this epoch's order"
     def __init__(self, dataset:CFDataset, # The rows
                  bs:int=64, # Batch size
                  shuffle:bool=False, # Draw the rows in a random order each epoch
@@ -372,12 +372,12 @@ class CFDataLoader(DataLoader):
     def __iter__(self):
         self.randomize()     # as fastai, a fresh generator each pass: epoch n shuffles as fastai's epoch n
         ts = self.dataset.tensors
-        if self.shuffle:     # one gather per epoch, then every batch is a view
-            idxs = self.get_idxs().to(ts[0].device)
-            ts = tuple(t[idxs] for t in ts)
-        if self.device is not None and ts[0].device != self.device: ts = to_device(ts, self.device)
+        idxs = self.get_idxs().to(ts[0].device) if self.shuffle else None
+        move = self.device is not None and ts[0].device != self.device
         stop = self.n - self.n % self.bs if self.drop_last else self.n
-        for i in range(0, stop, self.bs): yield tuple(t[i:i+self.bs] for t in ts)
+        for i in range(0, stop, self.bs):   # shuffled: each batch gathers its own rows (no copy of the whole split an epoch)
+            b = tuple(t[i:i+self.bs] if idxs is None else t.index_select(0, idxs[i:i+self.bs]) for t in ts)
+            yield to_device(b, self.device) if move else b
 
     def new(self, x=None, y=None, dataset=None, **kwargs):
         "A loader like this one, on `dataset` (or rows `x`, `y`, or these rows), with `kwargs` changed"
