@@ -19,7 +19,8 @@ __all__ = ['CollabInterpretation']
 # %% ../nbs/05_interpret.ipynb #e352c7b0
 class CollabInterpretation:
     "What the model of `learn` learned about items: biases, a PCA map of the factors, neighbours"
-    def __init__(self, learn:Learner):
+    def __init__(self, learn:Learner # A trained collaborative-filtering `Learner` (or one from `load_cf`)
+                ):
         self.learn = learn
         _,self.item_name,_,self.items = _vocabs(learn)
         self.known = _known(learn)[1]

@@ -45,7 +45,10 @@ def _file_hash(fn, algo):
         for chunk in iter(lambda: f.read(1<<20), b''): h.update(chunk)
     return h.hexdigest()
 
-def check_file(fn, sha256=None, md5=None):
+def check_file(fn, # The downloaded file
+               sha256:str=None, # Its expected SHA-256 (checked first, when given)
+               md5:str=None, # Its expected MD5 (GroupLens publishes one per zip)
+              ) -> bool: # True if checked, False if there was no checksum to check
     "Raise `ValueError` (and delete `fn`) if `fn` does not match `sha256` (or, failing that, `md5`)"
     for algo,want in (('sha256',sha256), ('md5',md5)):
         if want is None: continue

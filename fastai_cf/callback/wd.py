@@ -34,7 +34,8 @@ def _other_params(model, tables):
     ids = {id(w) for _,w in tables}
     return [p for p in model.parameters() if id(p) not in ids]
 
-def emb_names(model:nn.Module) -> list:
+def emb_names(model:nn.Module # A collaborative-filtering model
+             ) -> list: # e.g. `['u_weight', 'i_weight', 'u_bias', 'i_bias']`
     "Attribute paths of the `nn.Embedding` tables of `model`, the prefixes of the `*_norm` columns"
     return [n for n,_ in _tables(model)]
 
