@@ -5,17 +5,49 @@ low-rank signal + noise) is built with `synth_ratings`. For each library: time t
 per training epoch, validation MSE after one epoch vs predicting the global mean, and peak RSS. Stock fastai is
 far too slow for a whole epoch, so it is timed on a bounded number of batches and extrapolated (the output says so).
 The epoch (one `fit_one_cycle(1)`, validation included) is also given in CPU seconds, which other processes on a
-shared machine disturb less than the wall time.
+shared machine disturb less than the wall time, and broken down: where the training batches' time goes (the
+loader, the model's forward pass, the loss, the backward pass, the optimizer step, fastai's callbacks) and the
+validation, timed by two bench-only callbacks that stamp each batch event first and last.
 """
 import gc, os, resource, time, warnings
+from collections import defaultdict
 import torch
 from fastcore.script import call_parse
+from fastai.callback.core import Callback
 from fastai.collab import CollabDataLoaders, collab_learner
 from fastai.callback.training import ShortEpochCallback
 from fastai_cf.data import synth_ratings, CFDataLoaders
-from fastai_cf.learner import cf_learner
+from fastai_cf.learner import cf_learner, TorchThreads
 
 def _rss_gb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # Linux: KiB
+
+_EVENTS = ('before_batch', 'after_pred', 'after_loss', 'before_backward', 'after_backward', 'before_step', 'after_step', 'after_batch')
+
+class _Stamp(Callback):
+    "Note the time of each training batch event, first (`first=True`) or last of all callbacks"
+    def __init__(self, clock, first): self.clock,self.tag,self.order = clock,'A' if first else 'Z',(-10_000 if first else 10_000)
+for _e in _EVENTS: setattr(_Stamp, _e, (lambda e: lambda self: self.training and self.clock.t.__setitem__(self.tag+e, time.perf_counter()))(_e))
+
+class _Clock(Callback):
+    "Add up, per training batch, the time between the stamps: what each part of the loop and the callbacks cost"
+    order = 10_001
+    def __init__(self): self.t,self.acc,self.last,self.nb = {},defaultdict(float),None,0
+    @property
+    def cbs(self): return [_Stamp(self, True), _Stamp(self, False), self]
+    def before_train(self): self.last = None
+    def after_batch(self):
+        if not self.training: return
+        t,a,now = self.t,self.acc,time.perf_counter()
+        if self.last is not None: a['loader'] += t['Abefore_batch'] - self.last
+        a['forward'] += t['Aafter_pred'] - t['Zbefore_batch']
+        a['loss'] += t['Aafter_loss'] - t['Zafter_pred']
+        a['backward'] += t['Aafter_backward'] - t['Zbefore_backward']
+        a['optimizer step'] += t['Aafter_step'] - t['Zbefore_step']
+        a['zero_grad'] += t['Aafter_batch'] - t['Zafter_step']
+        a['callbacks'] += sum(t['Z'+e] - t['A'+e] for e in _EVENTS) + (now - t['Zafter_batch'])
+        self.last,self.nb = now,self.nb + 1
+    def before_validate(self): self.tv = time.perf_counter()
+    def after_validate(self): self.acc['validation'] += time.perf_counter() - self.tv
 
 def _mse_mean(dls):
     "Validation MSE of predicting the training mean"
@@ -28,6 +60,7 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
          stock_batches:int=300, # Batches of stock fastai to time (then extrapolated to an epoch)
          stock_bs:int=64, # Stock fastai's batch size (the lesson's)
          skip_stock:bool=False, # Only measure fastai_cf
+         threads:int=None, # PyTorch threads for fastai_cf's fit (default: `cf_learner`'s, one on the CPU)
         ):
     warnings.filterwarnings('ignore')
     torch.manual_seed(0)
@@ -40,12 +73,15 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
     dls = CFDataLoaders.from_df(df, seed=42, device='cpu')
     build = time.perf_counter() - t
     print(f"fastai_cf DataLoaders built in {build:.1f} s (peak RSS so far {_rss_gb():.2f} GB)", flush=True)
-    learn = cf_learner(dls)
+    learn,clock = cf_learner(dls),_Clock()
     with learn.no_bar(), learn.no_logging():
-        t,c = time.perf_counter(),time.process_time(); learn.fit_one_cycle(1); epoch,cpu = time.perf_counter() - t,time.process_time() - c
+        t,c = time.perf_counter(),time.process_time(); learn.fit_one_cycle(1, cbs=clock.cbs + ([TorchThreads(threads)] if threads else [])); epoch,cpu = time.perf_counter() - t,time.process_time() - c
     mse = float(learn.recorder.values[-1][1])
     ours = dict(build=build, epoch=epoch, cpu=cpu, mse=mse, base=_mse_mean(dls), rss=_rss_gb(), bs=learn.dls.train.bs, n=len(learn.dls.train))
-    print(f"fastai_cf default: bs={ours['bs']}, {ours['n']} batches/epoch, n_factors={learn.model.n_factors}")
+    print(f"fastai_cf default: bs={ours['bs']}, {ours['n']} batches/epoch, n_factors={learn.model.n_factors}" + (f", {threads} threads" if threads else ''))
+    print(f"where the epoch's {epoch:.1f} s go (training: per batch over {clock.nb} batches):")
+    for k,v in clock.acc.items(): print(f"  {k:<16}{v:7.1f} s" + (f"{v/clock.nb*1e3:8.2f} ms/batch" if k != 'validation' and clock.nb else ''))
+    print(f"  {'the rest':<16}{epoch - sum(clock.acc.values()):7.1f} s   (fit set-up, the epoch's shuffle before its first batch, LazyDecay's settling)")
     del learn, dls; gc.collect()
 
     stock = None
