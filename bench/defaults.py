@@ -1,7 +1,8 @@
 """The fast path's defaults on synthetic ratings of every size, scale, density and skew, beside Surprise.
 
 For each set: a random 80/20 split (`cf_splits(seed=42)`); `cf_learner(dls).fit_one_cycle(5)` on loaders built
-without `bs=` (the default path); the same learner with its biases started at zero as before issue 18 ('zero start');
+without `bs=` (the default path); the same learner without the implicit-feedback term ('no implicit', `implicit=False`:
+the default before it), and also with its biases started at zero as before issue 18 ('zero start');
 Surprise's `BaselineOnly` (global mean + regularised biases) and `SVD` with their defaults on the same rows. Prints a
 markdown table (validation RMSE, fit seconds) and whether the default beats SVD and is no worse than the baseline.
 
@@ -58,10 +59,10 @@ def surprise_rmse(df, tr, va, algo):
     fit_s = time.perf_counter() - start
     return accuracy.rmse(algo.test(list(df.iloc[va][cols].itertuples(index=False, name=None))), verbose=False),fit_s
 
-def ours(df, tr, va, zero_start=False):
+def ours(df, tr, va, zero_start=False, **kwargs):
     dls = CFDataLoaders.from_df(df, splits=(tr, va), user_name='userId', item_name='movieId', rating_name='rating')
     set_seed(42)
-    learn = cf_learner(dls)
+    learn = cf_learner(dls, **kwargs)
     if zero_start:     # the biases as fastai's `Embedding` starts them, as before issue 18
         for b in (learn.model.u_bias, learn.model.i_bias): b.weight.data.normal_(0, 0.01)
     start = time.perf_counter()
@@ -91,12 +92,13 @@ def main():
         base,_ = surprise_rmse(df, tr, va, BaselineOnly(verbose=False))
         svd,svd_s = surprise_rmse(df, tr, va, SVD(random_state=42))
         r,s,dls = ours(df, tr, va)
-        z,_,_ = ours(df, tr, va, zero_start=True)
+        z,_,_ = ours(df, tr, va, zero_start=True, implicit=False)
+        ni,ni_s,_ = ours(df, tr, va, implicit=False)
         cu,ci = df.userId.value_counts(),df.movieId.value_counts()
         rows.append({'set': name, 'what': desc, 'ratings': len(df), 'users': len(cu), 'items': len(ci),
                      'scale': f"{df.rating.min():g}-{df.rating.max():g}", 'median u/i': f"{cu.median():g}/{ci.median():g}",
                      'valid unseen': f"{dls.n_valid_unseen/len(va):.0%}", 'BaselineOnly': base, 'SVD': svd,
-                     'zero start': z, 'default': r, 'default s': s, 'SVD s': svd_s,
+                     'zero start': z, 'no implicit': ni, 'default': r, 'default s': s, 'no implicit s': ni_s, 'SVD s': svd_s,
                      'beats SVD': r < svd, '<= baseline': r <= base})
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1, float_format=lambda v: f'{v:.4f}'), flush=True)
     t = pd.DataFrame(rows)

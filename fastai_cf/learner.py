@@ -21,12 +21,13 @@ from fastai.metrics import rmse, AccumMetric, _rmse
 from fastai.collab import EmbeddingNN
 from fastai.tabular.model import get_emb_sz
 from .data import default_bs
-from .models import DotProduct, DotProductBias, suggest_n_factors
+from .models import DotProduct, DotProductBias, ImplicitFeedback, suggest_n_factors
 from .optimizer import LazyAdam, LazyDecay
 
 # %% auto #0
-__all__ = ['CF_LR', 'CF_WD_EPOCH', 'CF_BIAS_REG', 'CF_BIAS_START', 'CF_KNOWN_START', 'CF_KNOWN_USER', 'default_y_range',
-           'TorchThreads', 'default_wd', 'baseline_biases', 'init_biases', 'cf_learner']
+__all__ = ['CF_LR', 'CF_LR_IMPLICIT', 'CF_IMPLICIT_ROWS', 'CF_IMPLICIT_ALPHA', 'CF_WD_EPOCH', 'CF_BIAS_REG', 'CF_BIAS_START',
+           'CF_KNOWN_START', 'CF_KNOWN_USER', 'default_y_range', 'TorchThreads', 'default_wd', 'baseline_biases',
+           'init_biases', 'FoldImplicit', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -79,6 +80,9 @@ class TorchThreads(Callback):
 
 # %% ../nbs/02_learner.ipynb #9b807b47
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
+CF_LR_IMPLICIT = 3e-2  # the same, when the model has an `ImplicitFeedback` term (it starts at zero; see `cf_learner`)
+CF_IMPLICIT_ROWS = 200_000  # training ratings up to which the fast path's `DotProductBias` gets an `ImplicitFeedback` term (with `CF_KNOWN_USER`)
+CF_IMPLICIT_ALPHA = 0.75  # that term's scale, `n_u**-alpha` for a user with `n_u` training ratings
 CF_WD_EPOCH = 58.5  # the fast path's weight decay times the training batches per epoch (see `default_wd`)
 CF_BIAS_REG = 25.  # ridge penalty of the baseline the biases start from, in ratings per user and per item (see `init_biases`)
 CF_BIAS_START = 20  # training ratings at which a row starts halfway from the baseline to zero (see `init_biases`)
@@ -150,15 +154,63 @@ def init_biases(model:DotProductBias, # The model whose `u_bias` and `i_bias` to
     return dict(global_mean=round(y.mean().item(), 4), bias_start=(ku, ki), level_on_users=share)
 
 
+# %% ../nbs/02_learner.ipynb #0400dc91
+def _fold_implicit(learn):
+    "Fold `learn.model`'s `ImplicitFeedback` term into its user rows (`fold_implicit`), and take its weights out of `learn.opt`"
+    m = learn.model
+    if getattr(m, 'implicit', None) is None: return
+    w = m.implicit.weight
+    m.fold_implicit()
+    opt = learn.opt
+    if opt is None: return
+    opt.param_lists = [[p for p in pl if p is not w] for pl in opt.param_lists]   # so `export`, `save` and `load` see the model's
+    for o in (opt, getattr(opt, 'opt', None)):
+        if isinstance(getattr(o, 'state', None), dict): o.state.pop(w, None)
+
+def _validating(learn):
+    "Whether the `before_fit` now firing opens `validate` or `get_preds`, not a `fit`"
+    if hasattr(learn, 'gather_preds'): return True
+    lock = getattr(learn, 'lock', None)   # `validation_context` (validate, get_preds) holds the learner's lock
+    return lock is not None and hasattr(lock, 'locked') and lock.locked()
+
+def _is_fit(learn): return not (_validating(learn) or hasattr(learn, 'lr_finder'))
+
+class FoldImplicit(Callback):
+    "At the end of each `fit` (not `lr_find`'s, which is undone, nor `validate`'s or `get_preds`'), fold the model's `ImplicitFeedback` term into its user rows"
+    order = LazyDecay.order + 1   # after the decay owed is paid, before the callbacks that read or save the weights
+    def before_fit(self): self.fitting = _is_fit(self.learn)
+    def after_fit(self):
+        if self.fitting: _fold_implicit(self.learn)
+
+def _implicit(dls, model, implicit, fast):
+    "Does `cf_learner` give `model` an `ImplicitFeedback` term, and why: `implicit`, else the rule below for the fast path's `DotProductBias`"
+    if not isinstance(model, DotProduct):
+        if implicit: raise ValueError(f"implicit=True needs a 'dot' or 'dot_bias' model, not a {type(model).__name__}.")
+        return False,None
+    if implicit is not None: return bool(implicit),'asked'
+    if not (fast and type(model) is DotProductBias): return False,None
+    x,_ = _train_xy(dls)
+    if len(x) > CF_IMPLICIT_ROWS: return False,f"{len(x):,} training ratings > CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}"
+    n_u = torch.bincount(x[:,0])
+    med = n_u[n_u > 0].double().median().item() if len(x) else 0
+    if med < CF_KNOWN_USER: return False,f"median user {med:g} training ratings < CF_KNOWN_USER {CF_KNOWN_USER}"
+    return True,f"{len(x):,} training ratings <= CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}, median user {med:g} >= CF_KNOWN_USER {CF_KNOWN_USER}"
+
+def _add_implicit(model, dls):
+    x,_ = _train_xy(dls)
+    w = model.u_weight.weight
+    model.implicit = ImplicitFeedback(x, w.shape[0], model.i_weight.num_embeddings, model.n_factors, CF_IMPLICIT_ALPHA).to(w.device, w.dtype)
+
 # %% ../nbs/02_learner.ipynb #e468db5e
-def _fast_defaults(dls, model, kwargs, rebatched=False):
+def _fast_defaults(dls, model, kwargs, rebatched=False, implicit_why=None):
     "The fast path's `Learner` arguments for `dls`, and what was chosen, and why, as a dict"
     n,nb = len(_train_ratings(dls)),len(dls.train)
     bs = getattr(dls.train, 'bs', None)
-    res = dict(bs=bs, lr=kwargs.get('lr', CF_LR), wd=kwargs.get('wd', default_wd(dls)), n_factors=model.n_factors,
-               y_range=tuple(float(o) for o in model.y_range) if model.y_range is not None else None)
+    imp = getattr(model, 'implicit', None) is not None
+    res = dict(bs=bs, lr=kwargs.get('lr', CF_LR_IMPLICIT if imp else CF_LR), wd=kwargs.get('wd', default_wd(dls)), n_factors=model.n_factors,
+               y_range=tuple(float(o) for o in model.y_range) if model.y_range is not None else None, implicit=imp)
     why = [f"bs {bs}" + (f" (default_bs of {n:,} rows)" if rebatched else ''),
-           f"lr {res['lr']:g}" + ('' if 'lr' in kwargs else ' (CF_LR)'),
+           f"lr {res['lr']:g}" + ('' if 'lr' in kwargs else f" ({'CF_LR_IMPLICIT' if imp else 'CF_LR'})"),
            f"wd {res['wd']:.3g}" + ('' if 'wd' in kwargs else f" (CF_WD_EPOCH {CF_WD_EPOCH:g} / {nb} batches)"),
            f"{model.n_factors} factors", f"y_range ({res['y_range'][0]:g}, {res['y_range'][1]:g})"]
     if isinstance(model, DotProductBias):
@@ -166,6 +218,7 @@ def _fast_defaults(dls, model, kwargs, rebatched=False):
         ku,ki = res['bias_start']
         why.append(f"biases from the baseline (mean {res['global_mean']:.3g}, reg {CF_BIAS_REG:g}; rows start by {ku:g}/(n+{ku:g})"
                    + (', the median user well known)' if ku == CF_KNOWN_START else ')'))
+    if implicit_why: why.append(f"implicit feedback {'on' if imp else 'off'} ({implicit_why})")
     res['why'] = ', '.join(why)
     return res
 
@@ -177,6 +230,7 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                loss_func=None, # Loss (default: `MSELossFlat()`)
                metrics=None, # Metrics (default: fastai's `rmse`, shown as 'rmse')
                fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `default_wd(dls)`, biases from the baseline; False: stock fastai
+               implicit:bool=None, # Learn SVD++'s `ImplicitFeedback` term (folded into `u_weight` after each fit); default: the fast path's 'dot_bias' on up to `CF_IMPLICIT_ROWS` ratings whose median user has `CF_KNOWN_USER`
                **kwargs # Passed to `Learner` (`lr`, `wd`, `opt_func`, `cbs`, `path`, ...)
               ) -> Learner: # With `cf_defaults`: what the fast path chose, and why (`None` off it)
     "A fastai `Learner` for collaborative filtering on `dls`"
@@ -187,12 +241,15 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
     rebatched = fast and not getattr(dls, 'bs_given', True)
     if rebatched: dls = dls.rebatch(default_bs(dls.train.n))
     model = _cf_model(dls, model, n_factors, y_range, sparse=fast)
+    imp,imp_why = _implicit(dls, model, implicit, fast)
+    if imp: _add_implicit(model, dls)
     if loss_func is None: loss_func = MSELossFlat()
     if metrics is None: metrics = AccumMetric(_rmse, name='rmse')   # fastai's `rmse`, shown as `rmse` (not `_rmse`)
-    defaults = _fast_defaults(dls, model, kwargs, rebatched) if fast else None
+    defaults = _fast_defaults(dls, model, kwargs, rebatched, imp_why) if fast else None
     if fast: kwargs = dict(opt_func=LazyAdam, lr=defaults['lr'], wd=defaults['wd']) | kwargs
     if _is_lazy(kwargs.get('opt_func')) and not any(isinstance(cb, LazyDecay) for cb in L(kwargs.get('cbs'))):
         kwargs['cbs'] = [LazyDecay(), *L(kwargs.get('cbs'))]
+    if getattr(model, 'implicit', None) is not None: kwargs['cbs'] = [FoldImplicit(), *L(kwargs.get('cbs'))]
     if torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cpu':
         kwargs['cbs'] = [TorchThreads(1), *L(kwargs.get('cbs'))]
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)

@@ -159,7 +159,7 @@ def _scorer(model, n_items, bs=65536):
         def _score(us):
             w = model.u_weight.weight
             us = us.to(w.device)
-            s = w[us] @ model.i_weight.weight.T
+            s = (w[us] if t is EmbeddingDotBias else model._users(us)) @ model.i_weight.weight.T   # `_users`: with an unfolded implicit term
             if bias: s += model.u_bias.weight[us] + model.i_bias.weight.T
             return (s if model.y_range is None else sigmoid_range(s, *model.y_range)).float().cpu()
         return _score

@@ -22,7 +22,7 @@ from . import __version__
 from .data import CFDataLoader, CFDataLoaders, atomic_write
 from .models import DotProduct, DotProductBias, _cf_names
 from .optimizer import _flush_decay, _row_adam
-from .learner import _is_lazy, _train_ratings
+from .learner import _is_lazy, _train_ratings, _fold_implicit
 
 # %% auto #0
 __all__ = ['CFModelFileError', 'save_cf', 'load_cf']
@@ -204,6 +204,7 @@ def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
     u,i,uv,iv = _vocabs(learn)
     cfg = _model_config(learn.model)
     _flush_decay(learn)    # weight decay `LazyAdam` still owes (a fit stopped by Ctrl-C)
+    _fold_implicit(learn)  # and an implicit-feedback term not yet folded (the same: a fit stopped early)
     state = {k: v.detach().cpu().clone() for k,v in learn.model.state_dict().items()}
     try:
         check = _build_model(json.loads(json.dumps(cfg)))   # on the CPU: the meta device imports torch._dynamo (seconds)

@@ -8,6 +8,7 @@ Docs: https://github.com/fastai-cf/fastai_cf/models.html.md"""
 from __future__ import annotations
 from . import data as _data   # first: `data` imports fastai without the notices fastai's own import raises
 import torch
+import torch.nn.functional as F
 from torch import nn
 from fastcore.basics import store_attr, ifnone, patch
 from fastai.torch_core import Module
@@ -16,7 +17,7 @@ from fastai.tabular.model import emb_sz_rule
 from fastai.collab import EmbeddingDotBias
 
 # %% auto #0
-__all__ = ['DotProduct', 'DotProductBias', 'suggest_n_factors', 'emb_sz_rule']
+__all__ = ['DotProduct', 'DotProductBias', 'ImplicitFeedback', 'suggest_n_factors', 'emb_sz_rule']
 
 # %% ../nbs/01_models.ipynb #694fda79
 def _cf_names(dls):
@@ -43,7 +44,12 @@ class DotProduct(Module):
         for m in self.modules():
             if isinstance(m, nn.Embedding): m.sparse = sparse
 
-    def _dot(self, x): return (self.u_weight(x[:,0]) * self.i_weight(x[:,1])).sum(1)
+    def _users(self, u):
+        "User rows `u`: `u_weight`, plus the implicit-feedback term while one is attached (see `ImplicitFeedback`)"
+        res = self.u_weight(u)
+        return res if getattr(self, 'implicit', None) is None else res + self.implicit(u)
+
+    def _dot(self, x): return (self._users(x[:,0]) * self.i_weight(x[:,1])).sum(1)
     def _out(self, res): return res if self.y_range is None else sigmoid_range(res, *self.y_range)
 
     def forward(self, x:torch.Tensor # `(bs, 2)` long tensor of `[user, item]` indices, as in fastai's collab batches
@@ -114,6 +120,58 @@ def weight(self:DotProduct, arr, # Item (or user) names, as in `classes`
     idx = self._get_idx(arr, is_item)
     w = (self.i_weight if is_item else self.u_weight).weight
     return w.detach()[idx.to(w.device)].cpu()
+
+# %% ../nbs/01_models.ipynb #56be2c9f
+def _bags(a, b, w, n):
+    "Rows `(b, w)` grouped by `a` as `embedding_bag` takes them: `(offsets, indices, weights)`, `n` bags"
+    o = torch.argsort(a, stable=True)
+    off = torch.zeros(n, dtype=torch.long)
+    off[1:] = torch.bincount(a, minlength=n).cumsum(0)[:-1]
+    return off,b[o].contiguous(),w[o].contiguous()
+
+class _ImplicitSum(torch.autograd.Function):
+    "`N @ y` for the sparse `N` of `m` (one weighted bag of item rows per user); the gradient is `N.T @ g`, one bag per item"
+    @staticmethod
+    def forward(ctx, y, m):
+        ctx.m = m
+        return F.embedding_bag(m.u_items, y, m.u_off, mode='sum', per_sample_weights=m.u_w)
+    @staticmethod
+    def backward(ctx, g):
+        m = ctx.m
+        return F.embedding_bag(m.i_users, g.contiguous(), m.i_off, mode='sum', per_sample_weights=m.i_w),None
+
+class ImplicitFeedback(Module):
+    "SVD++'s implicit term: each user's vector gains `n_u**-alpha` times the sum of a learned vector per item they rated"
+    def __init__(self,
+        x:torch.Tensor, # Training `[user, item]` rows (long), one per rating
+        n_users:int, # Rows of the user table
+        n_items:int, # Rows of the item table
+        n_factors:int, # Width of the model's embeddings
+        alpha:float=0.75, # The sum is scaled by `n_u**-alpha`, `n_u` the user's training ratings
+    ):
+        self.alpha = alpha
+        u,i = x[:,0].long().cpu(),x[:,1].long().cpu()
+        w = torch.bincount(u, minlength=n_users).clamp(min=1).float()[u]**-alpha
+        for k,v in zip(('u_off', 'u_items', 'u_w'), _bags(u, i, w, n_users)): self.register_buffer(k, v, persistent=False)
+        for k,v in zip(('i_off', 'i_users', 'i_w'), _bags(i, u, w, n_items)): self.register_buffer(k, v, persistent=False)
+        self.weight = nn.Parameter(torch.zeros(n_items, n_factors))
+
+    def all_users(self) -> torch.Tensor: # `(n_users, n_factors)`: every user's implicit term
+        "The implicit term of every user, `N @ weight`"
+        return _ImplicitSum.apply(self.weight, self)
+
+    def forward(self, u:torch.Tensor # User rows
+               ) -> torch.Tensor: # `(len(u), n_factors)`
+        return self.all_users()[u]
+
+@patch
+def fold_implicit(self:DotProduct) -> DotProduct: # The model, now without `implicit`
+    "Add the implicit term to `u_weight` and drop it: the same predictions, from a plain model"
+    imp = getattr(self, 'implicit', None)
+    if imp is None: return self
+    with torch.no_grad(): self.u_weight.weight += imp.all_users().to(self.u_weight.weight)
+    del self.implicit
+    return self
 
 # %% ../nbs/01_models.ipynb #c35d5709
 _all_ = ['emb_sz_rule']

@@ -4,7 +4,8 @@ import numpy as np, pandas as pd, pytest, torch
 from fastai.torch_core import set_seed
 from fastai.layers import sigmoid_range
 from fastai_cf.data import CFDataLoaders, synth_ratings, default_bs
-from fastai_cf.learner import cf_learner, baseline_biases, init_biases, CF_LR, CF_BIAS_REG, default_y_range
+from fastai_cf.learner import cf_learner, baseline_biases, init_biases, CF_LR, CF_LR_IMPLICIT, CF_BIAS_REG, default_y_range
+import fastai_cf.learner
 
 def skewed(n_users, n_items, n_ratings, alpha=1.0, mu=4.0, step=1.0, seed=0):
     "Both sides Zipf(`alpha`): at ~1 the median user and the median item have one rating"
@@ -93,10 +94,60 @@ def test_the_choice_is_recorded_and_the_batch_size_is_the_fast_paths():
     n = len(dls.train.x)
     assert learn.dls.train.bs == default_bs(n) == learn.cf_defaults['bs']    # ... the fast path's own for cf_learner
     d = learn.cf_defaults
-    assert d['lr'] == CF_LR and d['bias_reg'] == CF_BIAS_REG and f'default_bs of {n:,} rows' in d['why']
+    assert d['lr'] == CF_LR and not d['implicit'] and d['bias_reg'] == CF_BIAS_REG and f'default_bs of {n:,} rows' in d['why']
     assert learn.dls.train.x.data_ptr() == dls.train.x.data_ptr()     # the same tensors
     given = cf_learner(CFDataLoaders.from_df(df, seed=42, bs=128))
     assert given.dls.train.bs == 128 and 'default_bs' not in given.cf_defaults['why']
     assert cf_learner(dls, fast=False).cf_defaults is None
     assert cf_learner(dls, lr=1e-3).cf_defaults['lr'] == 1e-3
     assert [m.name for m in learn.metrics] == ['rmse']
+
+def test_implicit_term_by_size_and_density(monkeypatch):
+    "On up to CF_IMPLICIT_ROWS training ratings whose median user has CF_KNOWN_USER, the default model has the implicit term (and its lr)"
+    dls = CFDataLoaders.from_df(synth_ratings(100, 200, 6_000, seed=5), seed=42)
+    on = cf_learner(dls)
+    assert on.model.implicit is not None and on.lr == CF_LR_IMPLICIT and 'implicit feedback on' in on.cf_defaults['why']
+    thin = cf_learner(CFDataLoaders.from_df(synth_ratings(1000, 500, 20_000, seed=1), seed=42))
+    assert not thin.cf_defaults['implicit'] and 'implicit feedback off (median user 13 training ratings < CF_KNOWN_USER 30)' in thin.cf_defaults['why']
+    monkeypatch.setattr(fastai_cf.learner, 'CF_IMPLICIT_ROWS', 1000)
+    off = cf_learner(dls)
+    assert getattr(off.model, 'implicit', None) is None and off.lr == CF_LR and not off.cf_defaults['implicit']
+    assert 'implicit feedback off (4,800 training ratings > CF_IMPLICIT_ROWS 1,000)' in off.cf_defaults['why']
+    asked = cf_learner(dls, implicit=True)
+    assert asked.model.implicit is not None and 'implicit feedback on (asked)' in asked.cf_defaults['why']
+    stock = cf_learner(dls, fast=False, implicit=True)       # any optimizer: the term's gradient is dense
+    with stock.no_bar(), stock.no_logging(): stock.fit(1, 1e-2)
+    assert not hasattr(stock.model, 'implicit') and len(stock.opt.all_params()) == 4
+
+def test_implicit_term_folds_after_a_fit_only(tmp_path):
+    "validate, get_preds and lr_find keep the term; a fit folds it, takes it out of the optimizer, and predicts the same"
+    from fastai.learner import load_learner
+    dls = CFDataLoaders.from_df(synth_ratings(100, 200, 6_000, seed=5), seed=42)
+    set_seed(0)
+    learn = cf_learner(dls, path=tmp_path)
+    with learn.no_bar():
+        learn.validate(); learn.get_preds()
+        learn.lr_find(show_plot=False)
+    assert learn.model.implicit is not None
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2)
+    last = learn.recorder.values[-1][1]
+    assert not hasattr(learn.model, 'implicit')
+    assert not any(p.shape == (len(dls.classes['movieId']), learn.model.n_factors) and p is not learn.model.i_weight.weight
+                   for pl in learn.opt.param_lists for p in pl)
+    with learn.no_bar(): assert learn.validate()[0] == pytest.approx(last, rel=1e-5)
+    learn.export(tmp_path/'m.pkl')                          # the optimizer holds the model's parameters only
+    x = dls.valid.x[:50]
+    assert torch.allclose(load_learner(tmp_path/'m.pkl').model.eval()(x), learn.model.eval()(x))
+    learn.save('m', with_opt=True); learn.load('m', with_opt=True)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1)    # a second fit, without the term
+
+def test_unfolded_term_is_saved_folded(tmp_path):
+    "A model file written while the term is still attached (a fit stopped early) predicts what the model predicted"
+    from fastai_cf.modelfile import save_cf, load_cf
+    dls = CFDataLoaders.from_df(synth_ratings(100, 200, 6_000, seed=5), seed=42)
+    learn = cf_learner(dls)
+    with torch.no_grad(): learn.model.implicit.weight.normal_(0, 0.1)
+    x = dls.valid.x[:50]
+    want = learn.model.eval()(x)
+    save_cf(learn, tmp_path/'m.cf')
+    assert torch.allclose(load_cf(tmp_path/'m.cf').model.eval()(x), want, atol=1e-6)

@@ -57,13 +57,7 @@ def weight_norms(model:nn.Module # Any model; its `nn.Embedding`s are measured o
     return res
 
 # %% ../../nbs/03_callback.wd.ipynb #8e96c705
-def _validating(learn):
-    "Whether the `before_fit` now firing opens `validate` or `get_preds`, not a `fit`"
-    if hasattr(learn, 'gather_preds'): return True
-    lock = getattr(learn, 'lock', None)   # `validation_context` (validate, get_preds) holds the learner's lock
-    return lock is not None and hasattr(lock, 'locked') and lock.locked()
-
-def _is_fit(learn): return not (_validating(learn) or hasattr(learn, 'lr_finder'))
+from ..learner import _validating, _is_fit   # whether a `before_fit` opens a real fit (they live beside `FoldImplicit`)
 
 class L2Penalty(Callback):
     "Add the lesson's L2 penalty `wd * sum(p**2)` over the embedding weights to the training loss, and zero the optimizer's `wd`"
