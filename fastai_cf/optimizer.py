@@ -35,6 +35,19 @@ def _param_groups(params, defaults):
     if len(set(ids)) != len(ids): raise ValueError("RowAdam: a parameter appears in more than one group (or twice in one).")
     return grps
 
+def _np_rows(t) -> bool:
+    "Are `t`'s rows moved faster by numpy? (wide float rows of a contiguous CPU table)"
+    return t.device.type == 'cpu' and t.dim() == 2 and t.shape[1] >= 16 and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
+
+def _take_rows(t, idx) -> torch.Tensor:
+    "`t.index_select(0, idx)`: with numpy's `take` where `_np_rows(t)`"
+    return torch.from_numpy(t.detach().numpy().take(idx.numpy(), axis=0)) if _np_rows(t) else t.index_select(0, idx)
+
+def _put_rows(t, idx, src):
+    "`t.index_copy_(0, idx, src)`: with numpy's row assignment where `_np_rows(t)` (about twice as fast on the CPU)"
+    if _np_rows(t) and src.is_contiguous(): t.detach().numpy()[idx.numpy()] = src.numpy()
+    else: t.index_copy_(0, idx, src)
+
 class RowAdam:
     "Adam that updates only the rows of a sparse gradient, with lazily applied decoupled `weight_decay` and per-lookup `l2`"
     def __init__(self, params, lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0., l2=0., decay_bias=False):
@@ -94,7 +107,7 @@ class RowAdam:
             cnt = cnt.to(ps[0].dtype)[:,None]
             for p in ps:
                 v = p.grad._values()
-                res[id(p)] = (idx, v.new_zeros(len(idx), *v.shape[1:]).index_add_(0, inv, v.index_select(0, perm)), cnt)
+                res[id(p)] = (idx, v.new_zeros(len(idx), *v.shape[1:]).index_add_(0, inv, _take_rows(v, perm)), cnt)
         return res
 
     @staticmethod
@@ -104,15 +117,22 @@ class RowAdam:
 
     def _sparse_step(self, p, st, m, v, t, lr, b1, b2, eps, l2, idx, gv, cnt):
         "One Adam step of the rows `idx` of `p`, whose gradient summed over the batch's `cnt` lookups is `gv`"
-        pr = p.index_select(0, idx)                   # the rows, as the forward pass saw them
+        pr = _take_rows(p, idx)                       # the rows, as the forward pass saw them
         if l2: gv = gv.addcmul(pr, cnt, value=l2/p.grad._nnz())
-        mr = m.index_select(0, idx).mul_(b1).add_(gv, alpha=1-b1)
-        vr = v.index_select(0, idx).mul_(b2).addcmul_(gv, gv, value=1-b2)
-        m.index_copy_(0, idx, mr); v.index_copy_(0, idx, vr)
-        if 'decay' in st:                             # first the decay the rows are owed
-            pr.mul_((st['decay'] - st['decayed'].index_select(0, idx)).exp_().to(p.dtype)[:,None])
-            st['decayed'].index_fill_(0, idx, st['decay'])
-        p.index_copy_(0, idx, pr.add_(mr.div_(vr.div_(1-b2**t).sqrt_().add_(eps)), alpha=-lr/(1-b1**t)))
+        mr = _take_rows(m, idx).mul_(b1).add_(gv, alpha=1-b1)
+        vr = _take_rows(v, idx).mul_(b2).addcmul_(gv, gv, value=1-b2)
+        _put_rows(m, idx, mr); _put_rows(v, idx, vr)
+        if 'decay' in st: pr.mul_(self._owed_decay(st, idx).exp_().to(p.dtype)[:,None])   # first the decay the rows are owed
+        _put_rows(p, idx, pr.add_(mr.div_(vr.div_(1-b2**t).sqrt_().add_(eps)), alpha=-lr/(1-b1**t)))
+
+    @staticmethod
+    def _owed_decay(st, idx) -> torch.Tensor:
+        "The log-decay the rows `idx` are owed (float64), marking them paid"
+        dec,now = st['decayed'],st['decay']
+        if dec.device.type != 'cpu':
+            res = now - dec.index_select(0, idx); dec.index_fill_(0, idx, now); return res
+        d,i = dec.numpy(),idx.numpy()
+        res = torch.from_numpy(now - d.take(i)); d[i] = now; return res
 
     def state_dict(self) -> dict:
         "PyTorch's format: `state` by parameter position, `param_groups` with the positions of their `params`"
@@ -169,6 +189,7 @@ def _flush_decay(learn):
 class LazyDecay(Callback):
     "Apply the weight decay `LazyAdam` owes every row after each training phase, before any validation, and at the end of `fit`"
     order = -20   # before the callbacks that read, log or save the weights
+    run_train,run_valid = False,False   # no per-batch work: fastai then skips this callback in each batch's events without looking them up
     def after_train(self): _flush_decay(self.learn)
     def before_validate(self): _flush_decay(self.learn)
     def after_fit(self): _flush_decay(self.learn)
