@@ -335,6 +335,12 @@ class CFDataset:
 _ORDERS = ('fastai', 'perm')
 _FASTAI_ORDER_MAX = 1 << 22   # beyond ~4M rows fastai's sampling costs seconds an epoch: permute instead
 
+def _gather(t, idx):
+    "`t.index_select(0, idx)`; on the CPU numpy's `take`, the same rows in about half the time for the `(n, 2)` ids"
+    if t.device.type == 'cpu' and t.dtype in (torch.int64, torch.int32, torch.float32, torch.float64) and t.is_contiguous():
+        return torch.from_numpy(t.numpy().take(idx.numpy(), axis=0))
+    return t.index_select(0, idx)
+
 class CFDataLoader(DataLoader):
     "A fastai `DataLoader` whose batches are rows of a `CFDataset`'s id tensor `x` and rating tensor `y`: slices, or gathered in this epoch's order"
     def __init__(self, dataset:CFDataset, # The rows
@@ -376,7 +382,7 @@ class CFDataLoader(DataLoader):
         move = self.device is not None and ts[0].device != self.device
         stop = self.n - self.n % self.bs if self.drop_last else self.n
         for i in range(0, stop, self.bs):   # shuffled: each batch gathers its own rows (no copy of the whole split an epoch)
-            b = tuple(t[i:i+self.bs] if idxs is None else t.index_select(0, idxs[i:i+self.bs]) for t in ts)
+            b = tuple(t[i:i+self.bs] if idxs is None else _gather(t, idxs[i:i+self.bs]) for t in ts)
             yield to_device(b, self.device) if move else b
 
     def new(self, x=None, y=None, dataset=None, **kwargs):
