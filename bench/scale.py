@@ -61,6 +61,7 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
          stock_bs:int=64, # Stock fastai's batch size (the lesson's)
          skip_stock:bool=False, # Only measure fastai_cf
          threads:int=None, # PyTorch threads for fastai_cf's fit (default: `cf_learner`'s, one on the CPU)
+         bs:int=None, # fastai_cf's batch size (default: `default_bs`)
         ):
     warnings.filterwarnings('ignore')
     torch.manual_seed(0)
@@ -70,14 +71,17 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
           f"built in {time.perf_counter()-t:.1f} s (peak RSS so far {_rss_gb():.2f} GB)\n")
 
     t = time.perf_counter()
-    dls = CFDataLoaders.from_df(df, seed=42, device='cpu')
+    dls = CFDataLoaders.from_df(df, seed=42, device='cpu', bs=bs)
     build = time.perf_counter() - t
     print(f"fastai_cf DataLoaders built in {build:.1f} s (peak RSS so far {_rss_gb():.2f} GB)", flush=True)
     learn,clock = cf_learner(dls),_Clock()
     with learn.no_bar(), learn.no_logging():
-        t,c = time.perf_counter(),time.process_time(); learn.fit_one_cycle(1, cbs=clock.cbs + ([TorchThreads(threads)] if threads else [])); epoch,cpu = time.perf_counter() - t,time.process_time() - c
+        t,r = time.perf_counter(),resource.getrusage(resource.RUSAGE_SELF)
+        learn.fit_one_cycle(1, cbs=clock.cbs + ([TorchThreads(threads)] if threads else []))
+        epoch,r2 = time.perf_counter() - t,resource.getrusage(resource.RUSAGE_SELF)
+    user,sys_,faults = r2.ru_utime - r.ru_utime,r2.ru_stime - r.ru_stime,r2.ru_minflt - r.ru_minflt
     mse = float(learn.recorder.values[-1][1])
-    ours = dict(build=build, epoch=epoch, cpu=cpu, mse=mse, base=_mse_mean(dls), rss=_rss_gb(), bs=learn.dls.train.bs, n=len(learn.dls.train))
+    ours = dict(build=build, epoch=epoch, cpu=user+sys_, user=user, sys=sys_, faults=faults, mse=mse, base=_mse_mean(dls), rss=_rss_gb(), bs=learn.dls.train.bs, n=len(learn.dls.train))
     print(f"fastai_cf default: bs={ours['bs']}, {ours['n']} batches/epoch, n_factors={learn.model.n_factors}" + (f", {threads} threads" if threads else ''))
     print(f"where the epoch's {epoch:.1f} s go (training: per batch over {clock.nb} batches):")
     for k,v in clock.acc.items(): print(f"  {k:<16}{v:7.1f} s" + (f"{v/clock.nb*1e3:8.2f} ms/batch" if k != 'validation' and clock.nb else ''))
@@ -102,6 +106,8 @@ def main(n_ratings:int=25_000_000, # Ratings in the synthetic set
     rows = [('build DataLoaders (s)', f"{ours['build']:.1f}", sb),
             ('seconds per training epoch', f"{ours['epoch']:.1f}", se),
             ('CPU seconds of that epoch', f"{ours['cpu']:.1f}", '-'),
+            ('  of which user / system', f"{ours['user']:.1f} / {ours['sys']:.1f}", '-'),
+            ('  page faults (minor)', f"{ours['faults']:,}", '-'),
             ('valid MSE after 1 epoch', f"{ours['mse']:.4f}", '-'),
             ('valid MSE of the global mean', f"{ours['base']:.4f}", ''),
             ('peak RSS so far (GB)', f"{ours['rss']:.2f}", sr)]

@@ -18,6 +18,7 @@ __all__ = ['PlainProgress']
 class PlainProgress(Callback):
     "Print one aligned line per epoch (for logs), in place of fastai's `ProgressCallback`"
     order = ProgressCallback.order
+    run_train,run_valid = False,False   # nothing per batch: fastai skips it in each batch's events without looking them up
     def before_fit(self):
         self._names = list(self.recorder.metric_names)
         self._w = [max(len(n), 9) for n in self._names]
