@@ -25,9 +25,9 @@ from .models import DotProduct, DotProductBias, ImplicitFeedback, suggest_n_fact
 from .optimizer import LazyAdam, LazyDecay
 
 # %% auto #0
-__all__ = ['CF_LR', 'CF_LR_IMPLICIT', 'CF_IMPLICIT_ROWS', 'CF_IMPLICIT_ALPHA', 'CF_WD_EPOCH', 'CF_BIAS_REG', 'CF_BIAS_START',
-           'CF_KNOWN_START', 'CF_KNOWN_USER', 'default_y_range', 'TorchThreads', 'default_wd', 'baseline_biases',
-           'init_biases', 'FoldImplicit', 'cf_learner']
+__all__ = ['CF_LR', 'CF_LR_IMPLICIT', 'CF_IMPLICIT_ROWS', 'CF_KNOWN_ITEM', 'CF_IMPLICIT_ALPHA', 'CF_WD_EPOCH', 'CF_BIAS_REG',
+           'CF_BIAS_START', 'CF_KNOWN_START', 'CF_KNOWN_USER', 'default_y_range', 'TorchThreads', 'default_wd',
+           'baseline_biases', 'init_biases', 'FoldImplicit', 'cf_learner']
 
 # %% ../nbs/02_learner.ipynb #84e47eb7
 def _train_ratings(dls):
@@ -81,7 +81,8 @@ class TorchThreads(Callback):
 # %% ../nbs/02_learner.ipynb #9b807b47
 CF_LR = 2e-2  # peak learning rate of the fast path (`fit_one_cycle`'s `lr_max`)
 CF_LR_IMPLICIT = 3e-2  # the same, when the model has an `ImplicitFeedback` term (it starts at zero; see `cf_learner`)
-CF_IMPLICIT_ROWS = 200_000  # training ratings up to which the fast path's `DotProductBias` gets an `ImplicitFeedback` term (with `CF_KNOWN_USER`)
+CF_IMPLICIT_ROWS = 200_000  # training ratings up to which the fast path's `DotProductBias` gets an `ImplicitFeedback` term (with `CF_KNOWN_USER`, `CF_KNOWN_ITEM`)
+CF_KNOWN_ITEM = 10  # median training ratings per item from which it does (see `cf_learner`'s implicit feedback)
 CF_IMPLICIT_ALPHA = 0.75  # that term's scale, `n_u**-alpha` for a user with `n_u` training ratings
 CF_WD_EPOCH = 58.5  # the fast path's weight decay times the training batches per epoch (see `default_wd`)
 CF_BIAS_REG = 25.  # ridge penalty of the baseline the biases start from, in ratings per user and per item (see `init_biases`)
@@ -194,7 +195,11 @@ def _implicit(dls, model, implicit, fast):
     n_u = torch.bincount(x[:,0])
     med = n_u[n_u > 0].double().median().item() if len(x) else 0
     if med < CF_KNOWN_USER: return False,f"median user {med:g} training ratings < CF_KNOWN_USER {CF_KNOWN_USER}"
-    return True,f"{len(x):,} training ratings <= CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}, median user {med:g} >= CF_KNOWN_USER {CF_KNOWN_USER}"
+    n_i = torch.bincount(x[:,1])
+    med_i = n_i[n_i > 0].double().median().item()
+    if med_i < CF_KNOWN_ITEM: return False,f"median item {med_i:g} training ratings < CF_KNOWN_ITEM {CF_KNOWN_ITEM}"
+    return True,(f"{len(x):,} training ratings <= CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}, median user {med:g} >= CF_KNOWN_USER {CF_KNOWN_USER}, "
+                 f"median item {med_i:g} >= CF_KNOWN_ITEM {CF_KNOWN_ITEM}")
 
 def _add_implicit(model, dls):
     x,_ = _train_xy(dls)
@@ -230,7 +235,7 @@ def cf_learner(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
                loss_func=None, # Loss (default: `MSELossFlat()`)
                metrics=None, # Metrics (default: fastai's `rmse`, shown as 'rmse')
                fast:bool=True, # Dot models: sparse embeddings, `LazyAdam`, `CF_LR`, `default_wd(dls)`, biases from the baseline; False: stock fastai
-               implicit:bool=None, # Learn SVD++'s `ImplicitFeedback` term (folded into `u_weight` after each fit); default: the fast path's 'dot_bias' on up to `CF_IMPLICIT_ROWS` ratings whose median user has `CF_KNOWN_USER`
+               implicit:bool=None, # Learn SVD++'s `ImplicitFeedback` term (folded into `u_weight` after each fit); default: the fast path's 'dot_bias' on up to `CF_IMPLICIT_ROWS` ratings whose median user has `CF_KNOWN_USER` and median item `CF_KNOWN_ITEM`
                **kwargs # Passed to `Learner` (`lr`, `wd`, `opt_func`, `cbs`, `path`, ...)
               ) -> Learner: # With `cf_defaults`: what the fast path chose, and why (`None` off it)
     "A fastai `Learner` for collaborative filtering on `dls`"
