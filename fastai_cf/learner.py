@@ -73,7 +73,7 @@ def _cf_model(dls, model, n_factors, y_range, sparse=False):
 # %% ../nbs/02_learner.ipynb #38502e18
 class TorchThreads(Callback):
     "Run fits with `n` PyTorch CPU threads, restoring the previous count afterwards"
-    order = -100
+    order,run_train,run_valid = -100,False,False   # nothing per batch: fastai skips it in each batch's events
     def __init__(self, n:int=1): self.n = n
     def before_fit(self): self.old = torch.get_num_threads(); torch.set_num_threads(self.n)
     def after_fit(self): torch.set_num_threads(self.old)
@@ -179,6 +179,7 @@ def _is_fit(learn): return not (_validating(learn) or hasattr(learn, 'lr_finder'
 class FoldImplicit(Callback):
     "At the end of each `fit` (not `lr_find`'s, which is undone, nor `validate`'s or `get_preds`'), fold the model's `ImplicitFeedback` term into its user rows"
     order = LazyDecay.order + 1   # after the decay owed is paid, before the callbacks that read or save the weights
+    run_train,run_valid = False,False   # nothing per batch
     def before_fit(self): self.fitting = _is_fit(self.learn)
     def after_fit(self):
         if self.fitting: _fold_implicit(self.learn)
@@ -190,8 +191,9 @@ def _implicit(dls, model, implicit, fast):
         return False,None
     if implicit is not None: return bool(implicit),'asked'
     if not (fast and type(model) is DotProductBias): return False,None
+    n = len(_train_ratings(dls))
+    if n > CF_IMPLICIT_ROWS: return False,f"{n:,} training ratings > CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}"   # before any copy of the rows
     x,_ = _train_xy(dls)
-    if len(x) > CF_IMPLICIT_ROWS: return False,f"{len(x):,} training ratings > CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}"
     n_u = torch.bincount(x[:,0])
     med = n_u[n_u > 0].double().median().item() if len(x) else 0
     if med < CF_KNOWN_USER: return False,f"median user {med:g} training ratings < CF_KNOWN_USER {CF_KNOWN_USER}"

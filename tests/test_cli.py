@@ -106,7 +106,7 @@ ERRORS = [
     (('recommend', '{csv}', '--user', 1), "can't be loaded as a fastai_cf model"),
     (('sweep-wd', '--wds', 'a,b'), "--wds 'a,b' must be comma-separated numbers"),
     (('train', '--data', '{csv}', '--user', 'nobody'), "--user 'nobody' is not in the model's vocabulary"),   # before training
-    (('train', '--data', '{csv}', '--wd', 60), '--lr 0.03 times --wd 60 must be below 1'),
+    (('train', '--data', '{csv}', '--wd', 60), '--lr 0.02 times --wd 60 must be below 1'),
     (('frobnicate',), "unknown command 'frobnicate'"),
 ]
 
