@@ -19,8 +19,7 @@ from fastai.data.transforms import CategoryMap
 from fastai.collab import EmbeddingDotBias, EmbeddingNN
 from .data import CFDataLoaders, _encode
 from .models import DotProduct, DotProductBias, _cf_names
-from .learner import _fold_implicit
-from .optimizer import _flush_decay
+from .learner import _settle
 from .modelfile import CFModelFileError, save_cf, load_cf, _vocabs, _rating_name, _pairs, _train_recipe, _check_recipe, _rating_scale
 from .modelfile import _model_config, _build_model, _digest, _write_atomic   # where they were before `modelfile`
 
@@ -389,8 +388,7 @@ def fold_in(self:Learner, df:pd.DataFrame, # Ratings in the training frame's use
             if extra:
                 eu,ei,ey = map(torch.tensor, zip(*extra))
                 uid,items,y = torch.cat([uid, eu.long()]),torch.cat([items, ei.long()]),torch.cat([y, ey.float()])
-    _flush_decay(self)    # the item rows as the next validation would see them
-    _fold_implicit(self)  # the user rows the trained users predict with
+    _settle(self)    # the rows as the next validation would see them
     dev = m.i_weight.weight.device
     V = m.i_weight.weight.detach()[items.to(dev)].float().cpu()
     has_bias = isinstance(getattr(m, 'u_bias', None), nn.Embedding)

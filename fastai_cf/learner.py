@@ -22,7 +22,7 @@ from fastai.collab import EmbeddingNN
 from fastai.tabular.model import get_emb_sz
 from .data import default_bs
 from .models import DotProduct, DotProductBias, ImplicitFeedback, suggest_n_factors
-from .optimizer import LazyAdam, LazyDecay
+from .optimizer import LazyAdam, LazyDecay, _flush_decay
 
 # %% auto #0
 __all__ = ['CF_LR', 'CF_LR_IMPLICIT', 'CF_IMPLICIT_ROWS', 'CF_KNOWN_ITEM', 'CF_IMPLICIT_ALPHA', 'CF_WD_EPOCH', 'CF_BIAS_REG',
@@ -100,11 +100,19 @@ def default_wd(dls # fastai's `CollabDataLoaders` or a `CFDataLoaders`
 def _is_lazy(opt_func): return opt_func is LazyAdam or (isinstance(opt_func, partial) and opt_func.func is LazyAdam)
 
 # %% ../nbs/02_learner.ipynb #587a168a
-def _train_xy(dls):
-    "Training `[user, item]` rows (long) and ratings (float64) of `dls`, on the CPU"
+def _train_x(dls):
+    "Training `[user, item]` rows (long) of `dls`, on the CPU"
     x = getattr(dls.train, 'x', None)
     if x is None: x = dls.train.items[list(dls.classes)[:2]].to_numpy()
-    return torch.as_tensor(x).cpu().long(),_train_ratings(dls).cpu().reshape(-1).double()
+    return torch.as_tensor(x).cpu().long()
+
+def _train_xy(dls):
+    "Training `[user, item]` rows (long) and ratings (float64) of `dls`, on the CPU"
+    return _train_x(dls),_train_ratings(dls).cpu().reshape(-1).double()
+
+def _median_rated(n):
+    "The median of the counts `n` over the rows that have any (training ratings per user, or per item)"
+    return n[n > 0].double().median().item() if (n > 0).any() else 0.
 
 @torch.no_grad()
 def baseline_biases(dls, # fastai's `CollabDataLoaders` or a `CFDataLoaders`
@@ -136,7 +144,7 @@ def _baseline(x, y, nu, ni, y_range, reg, iters=5):
 
 def _bias_start(n_u):
     "`init_biases`'s blend: `(user, item)` pseudo-ratings, the user side's share of the global level, and whether the deviations blend too"
-    if n_u[n_u > 0].double().median().item() >= CF_KNOWN_USER: return (CF_KNOWN_START, CF_KNOWN_START),1.,True
+    if _median_rated(n_u) >= CF_KNOWN_USER: return (CF_KNOWN_START, CF_KNOWN_START),1.,True
     return (CF_BIAS_START, CF_BIAS_START),0.5,False
 
 @torch.no_grad()
@@ -168,6 +176,10 @@ def _fold_implicit(learn):
     for o in (opt, getattr(opt, 'opt', None)):
         if isinstance(getattr(o, 'state', None), dict): o.state.pop(w, None)
 
+def _settle(learn):
+    "The weights as a finished fit leaves them: the decay `LazyAdam` owes paid, an `ImplicitFeedback` term folded (a fit stopped early)"
+    _flush_decay(learn); _fold_implicit(learn)
+
 def _validating(learn):
     "Whether the `before_fit` now firing opens `validate` or `get_preds`, not a `fit`"
     if hasattr(learn, 'gather_preds'): return True
@@ -193,20 +205,17 @@ def _implicit(dls, model, implicit, fast):
     if not (fast and type(model) is DotProductBias): return False,None
     n = len(_train_ratings(dls))
     if n > CF_IMPLICIT_ROWS: return False,f"{n:,} training ratings > CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}"   # before any copy of the rows
-    x,_ = _train_xy(dls)
-    n_u = torch.bincount(x[:,0])
-    med = n_u[n_u > 0].double().median().item() if len(x) else 0
+    x = _train_x(dls)
+    med = _median_rated(torch.bincount(x[:,0], minlength=1))
     if med < CF_KNOWN_USER: return False,f"median user {med:g} training ratings < CF_KNOWN_USER {CF_KNOWN_USER}"
-    n_i = torch.bincount(x[:,1])
-    med_i = n_i[n_i > 0].double().median().item()
+    med_i = _median_rated(torch.bincount(x[:,1], minlength=1))
     if med_i < CF_KNOWN_ITEM: return False,f"median item {med_i:g} training ratings < CF_KNOWN_ITEM {CF_KNOWN_ITEM}"
-    return True,(f"{len(x):,} training ratings <= CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}, median user {med:g} >= CF_KNOWN_USER {CF_KNOWN_USER}, "
+    return True,(f"{n:,} training ratings <= CF_IMPLICIT_ROWS {CF_IMPLICIT_ROWS:,}, median user {med:g} >= CF_KNOWN_USER {CF_KNOWN_USER}, "
                  f"median item {med_i:g} >= CF_KNOWN_ITEM {CF_KNOWN_ITEM}")
 
 def _add_implicit(model, dls):
-    x,_ = _train_xy(dls)
     w = model.u_weight.weight
-    model.implicit = ImplicitFeedback(x, w.shape[0], model.i_weight.num_embeddings, model.n_factors, CF_IMPLICIT_ALPHA).to(w.device, w.dtype)
+    model.implicit = ImplicitFeedback(_train_x(dls), w.shape[0], model.i_weight.num_embeddings, model.n_factors, CF_IMPLICIT_ALPHA).to(w.device, w.dtype)
 
 # %% ../nbs/02_learner.ipynb #e468db5e
 def _fast_defaults(dls, model, kwargs, rebatched=False, implicit_why=None):

@@ -21,8 +21,8 @@ from fastai.collab import EmbeddingDotBias, EmbeddingNN
 from . import __version__
 from .data import CFDataLoader, CFDataLoaders, atomic_write
 from .models import DotProduct, DotProductBias, _cf_names
-from .optimizer import _flush_decay, _row_adam
-from .learner import _is_lazy, _train_ratings, _fold_implicit
+from .optimizer import _row_adam
+from .learner import _is_lazy, _train_ratings, _settle
 
 # %% auto #0
 __all__ = ['CFModelFileError', 'save_cf', 'load_cf']
@@ -203,8 +203,7 @@ def save_cf(learn:Learner, # A trained collaborative-filtering `Learner`
     if f is not None: raise ValueError(f"{f} is a file, not a folder: save the model somewhere else.")
     u,i,uv,iv = _vocabs(learn)
     cfg = _model_config(learn.model)
-    _flush_decay(learn)    # weight decay `LazyAdam` still owes (a fit stopped by Ctrl-C)
-    _fold_implicit(learn)  # and an implicit-feedback term not yet folded (the same: a fit stopped early)
+    _settle(learn)    # weight decay `LazyAdam` still owes, an implicit term not yet folded (a fit stopped by Ctrl-C)
     state = {k: v.detach().cpu().clone() for k,v in learn.model.state_dict().items()}
     try:
         check = _build_model(json.loads(json.dumps(cfg)))   # on the CPU: the meta device imports torch._dynamo (seconds)
