@@ -52,3 +52,57 @@ def test_resume_wide_bit_identical():
     o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7); o2.load_state_dict(sd); fit(e2, o2, range(6, 12))
     o1.flush(); o2.flush()
     assert torch.equal(e1.weight, e2.weight)
+
+# The compiled step (`_adam_rows`, numba): what large tables get by default, forced here with `fused=True` on small ones
+from functools import partial
+import pytest, warnings
+import fastai_cf.optimizer as O
+
+def _close(a, b, tol=1e-5):
+    (wa,sa),(wb,sb) = a,b
+    for x,y in zip(wa, wb): torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+    for x,y in zip(sa, sb):
+        assert x.keys() == y.keys()
+        for k in x:
+            if k in ('step', 'decay'): assert x[k] == y[k], k
+            else: torch.testing.assert_close(x[k], y[k], rtol=tol, atol=tol, msg=k)
+
+def test_fused_matches_torch_ops():
+    "Weights, moments and the decay ledger of the compiled step: PyTorch's ops' to float32 rounding"
+    for n_cols,kw in [(16, dict()), (64, dict(weight_decay=0.3)), (50, dict(weight_decay=0.3, l2=0.05, decay_bias=True))]:
+        _close(_run(partial(RowAdam, fused=True), n_cols, torch.float32, **kw), _run(partial(RowAdam, fused=False), n_cols, torch.float32, **kw))
+
+def test_fused_by_rows(monkeypatch):
+    "Float32 CPU tables of CF_FUSED_ROWS rows or more are compiled by default; fused=False, float64 and a missing numba keep PyTorch's ops"
+    big,small = torch.zeros(O.CF_FUSED_ROWS, 4),torch.zeros(O.CF_FUSED_ROWS - 1, 4)
+    assert O._fused(big) and not O._fused(small) and O._fused(small, True)
+    assert not O._fused(big, False) and not O._fused(big.double()) and not O._fused(big.t())
+    monkeypatch.setattr(O, '_adam_rows', lambda: None)
+    monkeypatch.setattr(O, '_warned', [])
+    with pytest.warns(UserWarning, match=r"numba is not installed.*pip install 'fastai_cf\[fast\]'"): assert not O._fused(big)
+    assert not O._fused(small, True) and not O._fused(small) and not O._fused(big, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error'); assert not O._fused(big)    # said once per process
+    _same(_run(partial(RowAdam, fused=True), 16, torch.float32, weight_decay=0.3), _run(partial(RowAdam, fused=False), 16, torch.float32, weight_decay=0.3))
+
+def test_fused_resume_bit_identical():
+    "Stopped and resumed through `state_dict` on the compiled step: the weights of the straight run, to the bit"
+    torch.manual_seed(0)
+    e1 = torch.nn.Embedding(200, 64, sparse=True); e2 = copy.deepcopy(e1)
+    def fit(e, opt, ks):
+        for k in ks:
+            torch.manual_seed(k); e(torch.randint(0, 200, (128,))).pow(2).sum().backward(); opt.step(); opt.zero_grad()
+    o1 = RowAdam(e1.parameters(), lr=0.05, weight_decay=0.7, fused=True); fit(e1, o1, range(12))
+    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7, fused=True); fit(e2, o2, range(6))
+    sd = copy.deepcopy(o2.state_dict())
+    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7, fused=True); o2.load_state_dict(sd); fit(e2, o2, range(6, 12))
+    o1.flush(); o2.flush()
+    assert torch.equal(e1.weight, e2.weight)
+
+def test_fused_bad_rows():
+    "A sparse gradient naming rows the table lacks is refused before the compiled step (which does not check) writes anything"
+    w = torch.nn.Parameter(torch.zeros(10, 4)); w0 = w.detach().clone()
+    opt = RowAdam([w], lr=0.1, fused=True)
+    w.grad = torch.sparse_coo_tensor(torch.tensor([[2, 10]]), torch.ones(2, 4), (10, 4), check_invariants=False)
+    with pytest.raises(IndexError, match=r'rows 2\.\.10'): opt.step()
+    assert torch.equal(w.detach(), w0)
