@@ -1,5 +1,5 @@
 "`RowAdam` moves the rows of wide CPU tables with numpy (issue 17): the numbers must be PyTorch's `index_select`/`index_copy_` path's to the bit"
-import copy, torch
+import copy, pytest, torch
 from fastai_cf.optimizer import RowAdam
 
 class _TorchRows(RowAdam):
@@ -39,23 +39,24 @@ def test_numpy_rows_bit_identical():
              (50, torch.float32, dict(weight_decay=0.3, l2=0.05, decay_bias=True)), (64, torch.float64, dict(weight_decay=0.3))]
     for n_cols,dtype,kw in cases: _same(_run(RowAdam, n_cols, dtype, **kw), _run(_TorchRows, n_cols, dtype, **kw))
 
-def test_resume_wide_bit_identical():
-    "Stopped and resumed through `state_dict` (numpy path): the weights of the straight run"
+@pytest.mark.parametrize('fused', [False, True], ids=['numpy rows', 'compiled'])
+def test_resume_wide_bit_identical(fused):
+    "Stopped and resumed through `state_dict` (the numpy path, or the compiled step): the weights of the straight run, to the bit"
     torch.manual_seed(0)
     e1 = torch.nn.Embedding(200, 64, sparse=True); e2 = copy.deepcopy(e1)
     def fit(e, opt, ks):
         for k in ks:
             torch.manual_seed(k); e(torch.randint(0, 200, (128,))).pow(2).sum().backward(); opt.step(); opt.zero_grad()
-    o1 = RowAdam(e1.parameters(), lr=0.05, weight_decay=0.7); fit(e1, o1, range(12))
-    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7); fit(e2, o2, range(6))
+    o1 = RowAdam(e1.parameters(), lr=0.05, weight_decay=0.7, fused=fused); fit(e1, o1, range(12))
+    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7, fused=fused); fit(e2, o2, range(6))
     sd = copy.deepcopy(o2.state_dict())
-    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7); o2.load_state_dict(sd); fit(e2, o2, range(6, 12))
+    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7, fused=fused); o2.load_state_dict(sd); fit(e2, o2, range(6, 12))
     o1.flush(); o2.flush()
     assert torch.equal(e1.weight, e2.weight)
 
 # The compiled step (`_adam_rows`, numba): what large tables get by default, forced here with `fused=True` on small ones
 from functools import partial
-import pytest, warnings
+import warnings
 import fastai_cf.optimizer as O
 
 def _close(a, b, tol=1e-5):
@@ -84,20 +85,6 @@ def test_fused_by_rows(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('error'); assert not O._fused(big)    # said once per process
     _same(_run(partial(RowAdam, fused=True), 16, torch.float32, weight_decay=0.3), _run(partial(RowAdam, fused=False), 16, torch.float32, weight_decay=0.3))
-
-def test_fused_resume_bit_identical():
-    "Stopped and resumed through `state_dict` on the compiled step: the weights of the straight run, to the bit"
-    torch.manual_seed(0)
-    e1 = torch.nn.Embedding(200, 64, sparse=True); e2 = copy.deepcopy(e1)
-    def fit(e, opt, ks):
-        for k in ks:
-            torch.manual_seed(k); e(torch.randint(0, 200, (128,))).pow(2).sum().backward(); opt.step(); opt.zero_grad()
-    o1 = RowAdam(e1.parameters(), lr=0.05, weight_decay=0.7, fused=True); fit(e1, o1, range(12))
-    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7, fused=True); fit(e2, o2, range(6))
-    sd = copy.deepcopy(o2.state_dict())
-    o2 = RowAdam(e2.parameters(), lr=0.05, weight_decay=0.7, fused=True); o2.load_state_dict(sd); fit(e2, o2, range(6, 12))
-    o1.flush(); o2.flush()
-    assert torch.equal(e1.weight, e2.weight)
 
 def test_fused_bad_rows():
     "A sparse gradient naming rows the table lacks is refused before the compiled step (which does not check) writes anything"
