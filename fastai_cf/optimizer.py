@@ -62,9 +62,9 @@ def _rows_py(look, slot, uniq, inv, cnt):
 
 def _adam_py(p, m, v, dec, now, decay, g, inv, uniq, k, cnt, acc, lr_c, b1, b2, eps, bc2, l2n):
     "`_sparse_step` of the `k` rows `uniq` of one table, in place: each row's lookups summed (in lookup order), then owed decay and Adam"
-    n_col = g.shape[1]
+    n_look,n_col = g.shape            # (`inv` may be longer: scratch kept from a larger batch)
     seen = 0
-    for j in range(len(inv)):         # a row's first lookup is the next position: set its sum, later ones add to it
+    for j in range(n_look):           # a row's first lookup is the next position: set its sum, later ones add to it
         s = inv[j]
         if s == seen:
             seen += 1

@@ -93,3 +93,16 @@ def test_fused_bad_rows():
     w.grad = torch.sparse_coo_tensor(torch.tensor([[2, 10]]), torch.ones(2, 4), (10, 4), check_invariants=False)
     with pytest.raises(IndexError, match=r'rows 2\.\.10'): opt.step()
     assert torch.equal(w.detach(), w0)
+
+def test_fused_batches_of_any_size():
+    "Scratch kept from a larger batch serves a smaller one (a last partial batch, another fit's `bs`) without reading past it"
+    def fit(fused):
+        torch.manual_seed(0)
+        e,b = torch.nn.Embedding(300, 8, sparse=True),torch.nn.Embedding(300, 1, sparse=True)
+        opt = RowAdam([e.weight, b.weight], lr=0.05, weight_decay=0.2, fused=fused)
+        for n in (512, 40, 300, 7, 512):
+            i = torch.randint(0, 300, (n,)) ** 2 // 300
+            (e(i).sum(1) + b(i)[:,0]).pow(2).mean().backward(); opt.step(); opt.zero_grad()
+        opt.flush()
+        return [e.weight.detach(), b.weight.detach()]
+    for x,y in zip(fit(True), fit(False)): torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
