@@ -120,7 +120,7 @@ class RowAdam:
         self.defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l2=l2, decay_bias=decay_bias)
         self.param_groups,self.state = _param_groups(params, self.defaults),defaultdict(dict)
         self._owed = False   # has a step left decay unpaid since the last `flush`?
-        self.fused,self._work,self._rows = fused,{},[]   # `_fused`'s switch; per compiled table, its scratch arrays; the rows this step found
+        self.fused,self._work = fused,{}   # `_fused`'s switch; per compiled table, its scratch arrays (`_scratch`)
 
     def __repr__(self): return f"RowAdam({', '.join(f'{k}={v}' for k,v in self.defaults.items())})"
 
@@ -136,7 +136,9 @@ class RowAdam:
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        rows,self._rows = self._coalesce(),[]
+        sets = self._sets()
+        fz = [all(_fused(p, self.fused) for p in ps) for _,ps in sets]
+        rows,found = self._coalesce([o for o,f in zip(sets, fz) if not f]),self._found([o for o,f in zip(sets, fz) if f])
         for grp in self.param_groups:
             lr,(b1,b2),eps,wd,l2 = grp['lr'],grp['betas'],grp['eps'],grp['weight_decay'],grp['l2']
             shrink = math.log1p(-min(lr*wd, _MAX_DECAY))   # at lr*wd >= 1 (`lr_find`'s end), zero rather than flip the weights
@@ -149,7 +151,7 @@ class RowAdam:
                     st.update(decay=shrink, decayed=torch.zeros(len(p), dtype=torch.float64, device=p.device)); self._owed = True
                 st['step'] += 1
                 t,m,v = st['step'],st['exp_avg'],st['exp_avg_sq']
-                if p.grad.is_sparse and id(p) not in rows: self._fused_step(p, st, m, v, t, lr, b1, b2, eps, l2)
+                if p.grad.is_sparse and id(p) in found: self._fused_step(p, st, m, v, t, lr, b1, b2, eps, l2, *found[id(p)])
                 elif p.grad.is_sparse: self._sparse_step(p, st, m, v, t, lr, b1, b2, eps, l2, *rows[id(p)])
                 else:   # dense gradients (a model's other layers): fastai's Adam, decoupled wd and coupled l2
                     if wd: p.mul_(math.exp(shrink))
@@ -158,18 +160,22 @@ class RowAdam:
                     p.addcdiv_(m, (v/(1-b2**t)).sqrt_().add_(eps), value=-lr/(1-b1**t))
         return loss
 
-    def _coalesce(self) -> dict:
-        "`{id(p): (rows, summed gradient, lookups per row)}` for the sparse gradients: one sort per set of looked-up rows"
-        sets = []    # [(lookups, [params])]: a factor table and its bias table are looked up by the same ids
+    def _sets(self) -> list:
+        "`[(lookups, [params])]`: the sparse gradients, grouped by the ids they looked up (a factor table and its bias table share them)"
+        sets = []
         for g in self.param_groups:
             for p in g['params']:
-                if p.grad is None or not p.grad.is_sparse or _fused(p, self.fused): continue
+                if p.grad is None or not p.grad.is_sparse: continue
                 i = p.grad._indices()[0]
                 s = next((s for s in sets if len(s[1][0]) == len(p) and s[1][0].dtype == p.dtype and s[0].shape == i.shape and s[0].device == i.device and torch.equal(s[0], i)), None)
                 if s is None: sets.append((i, [p]))
                 else: s[1].append(p)
+        return sets
+
+    def _coalesce(self, sets=None) -> dict:
+        "`{id(p): (rows, summed gradient, lookups per row)}` for the sparse gradients of `sets` (default: all): one sort per set of looked-up rows"
         res = {}
-        for i,ps in sets:
+        for i,ps in (self._sets() if sets is None else sets):
             srt,perm = i.sort()     # the sort `coalesce` does: repeated rows are summed in its order, so to the bit as it sums them
             idx,inv,cnt = torch.unique_consecutive(srt, return_inverse=True, return_counts=True)
             cnt = cnt.to(ps[0].dtype)[:,None]
@@ -178,28 +184,34 @@ class RowAdam:
                 res[id(p)] = (idx, v.new_zeros(len(idx), *v.shape[1:]).index_add_(0, inv, _take_rows(v, perm)), cnt)
         return res
 
-    def _fused_step(self, p, st, m, v, t, lr, b1, b2, eps, l2):
-        "`_sparse_step` of a `_fused` table, its lookups summed too, compiled (float32 throughout: rounds as PyTorch may not)"
-        g = p.grad; look,vals = g._indices()[0].contiguous(),g._values().contiguous()
-        if len(look) and (look.min() < 0 or look.max() >= len(p)):   # the compiled pass does not check its indices
-            raise IndexError(f"RowAdam: the sparse gradient of a {tuple(p.shape)} table has rows {look.min().item()}..{look.max().item()}.")
-        rows_of,adam = _adam_rows()
+    def _scratch(self, p, n) -> dict:
+        "`_adam_rows`' scratch arrays for the table `p` and batches of up to `n` lookups, kept between steps"
         w = self._work.get(id(p))
-        if w is None or w['slot'].shape != (len(p),) or w['acc'].shape[1:] != p.shape[1:] or len(w['inv']) < len(look):
-            n = len(look)
+        if w is None or w['slot'].shape != (len(p),) or w['acc'].shape[1:] != p.shape[1:] or len(w['inv']) < n:
             w = self._work[id(p)] = dict(slot=np.full(len(p), -1, dtype=np.int64), uniq=np.empty(n, np.int64), inv=np.empty(n, np.int64),
                                          cnt=np.empty(n, np.float32), acc=np.empty((n, p.shape[1]), np.float32))
-        # a factor table and its bias table are looked up by the same ids: the rows found for the first serve the second
-        found = next((o[2:] for o in self._rows if o[1] == len(p) and o[0].shape == look.shape and torch.equal(o[0], look)), None)
-        if found is not None: k,uniq,inv,cnt = found
-        else:
-            uniq,inv,cnt = w['uniq'],w['inv'],w['cnt']
-            k = rows_of(look.numpy(), w['slot'], uniq, inv, cnt)
-            self._rows.append((look, len(p), k, uniq, inv, cnt))
+        return w
+
+    def _found(self, sets) -> dict:
+        "`{id(p): (k, rows, each lookup's position among them, lookups per row)}` for the `_fused` tables of `sets`: `_rows_py` once per set"
+        res = {}
+        for i,ps in sets:
+            look = i.contiguous()
+            if len(look) and (look.min() < 0 or look.max() >= len(ps[0])):   # the compiled step does not check its indices
+                raise IndexError(f"RowAdam: the sparse gradient of a {tuple(ps[0].shape)} table has rows {look.min().item()}..{look.max().item()}.")
+            w = self._scratch(ps[0], len(look))
+            k = _adam_rows()[0](look.numpy(), w['slot'], w['uniq'], w['inv'], w['cnt'])
+            for p in ps: res[id(p)] = (k, w['uniq'], w['inv'], w['cnt'])
+        return res
+
+    def _fused_step(self, p, st, m, v, t, lr, b1, b2, eps, l2, k, uniq, inv, cnt):
+        "`_sparse_step` of a `_fused` table whose lookups found the `k` rows `uniq`, compiled (float32 throughout: rounds as PyTorch may not)"
+        g = p.grad
         if not (m.is_contiguous() and v.is_contiguous()): st['exp_avg'],st['exp_avg_sq'] = m,v = m.contiguous(),v.contiguous()
         f = np.float32
-        adam(p.detach().numpy(), m.numpy(), v.numpy(), st['decayed'].numpy() if 'decay' in st else np.zeros(0), float(st.get('decay', 0.)),
-             'decay' in st, vals.numpy(), inv, uniq, k, cnt, w['acc'], f(lr/(1-b1**t)), f(b1), f(b2), f(eps), f(1-b2**t), l2/max(g._nnz(), 1))
+        _adam_rows()[1](p.detach().numpy(), m.numpy(), v.numpy(), st['decayed'].numpy() if 'decay' in st else np.zeros(0), float(st.get('decay', 0.)),
+                        'decay' in st, g._values().contiguous().numpy(), inv, uniq, k, cnt, self._scratch(p, g._nnz())['acc'],
+                        f(lr/(1-b1**t)), f(b1), f(b2), f(eps), f(1-b2**t), l2/max(g._nnz(), 1))
 
     @staticmethod
     def _catch_up(p, st):

@@ -106,3 +106,17 @@ def test_fused_batches_of_any_size():
         opt.flush()
         return [e.weight.detach(), b.weight.detach()]
     for x,y in zip(fit(True), fit(False)): torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+def test_fused_beside_torch_ops():
+    "A large table on the compiled step and a small one on PyTorch's ops, in one optimizer: each as it would be alone"
+    def fit(fused_rows):
+        torch.manual_seed(0)
+        big,small = torch.nn.Embedding(O.CF_FUSED_ROWS, 4, sparse=True),torch.nn.Embedding(50, 4, sparse=True)
+        opt = RowAdam([big.weight, small.weight], lr=0.05, weight_decay=0.2, fused=fused_rows)
+        for _ in range(4):
+            (big(torch.randint(0, O.CF_FUSED_ROWS, (64,))).sum() + small(torch.randint(0, 50, (32,))).pow(2).sum()).backward(); opt.step(); opt.zero_grad()
+        opt.flush()
+        return big.weight.detach(),small.weight.detach()
+    (b1,s1),(b0,s0) = fit(None),fit(False)
+    assert torch.equal(s1, s0)     # the small table: PyTorch's ops either way
+    torch.testing.assert_close(b1, b0, rtol=1e-5, atol=1e-5)
